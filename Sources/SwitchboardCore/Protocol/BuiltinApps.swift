@@ -1,0 +1,73 @@
+/// One inbound message, decoded once, as the built-in apps see it.
+public struct AppRequest: Sendable {
+    /// The key the route selection expression selected, `nil` when it selected nothing.
+    public var selectedKey: String?
+    /// The parsed body of a text frame; `nil` for binary frames and for text that is not JSON.
+    public var body: JSONValue?
+    public var isBinary: Bool
+
+    public init(selectedKey: String?, body: JSONValue?, isBinary: Bool) {
+        self.selectedKey = selectedKey
+        self.body = body
+        self.isBinary = isBinary
+    }
+}
+
+/// What a built-in app asks the connection to do. Apps decide; the gateway's I/O layer carries it out, so the
+/// protocol is tested without sockets and the same decisions work over any broker.
+public enum AppEffect: Sendable, Hashable {
+    /// A frame to the requesting connection.
+    case reply(OutboundFrame)
+    /// The inbound frame back to its sender, unchanged.
+    case echo
+    /// Join a room: the gateway answers `joinedRoom` and tells the others (`userJoined`) when presence is on.
+    case join(RoomID)
+    /// Leave a room: the gateway tells the others (`userLeft`) when presence is on.
+    case leave(RoomID)
+    case publish(OutboundFrame, to: Audience)
+}
+
+/// The seed protocol's decisions (DESIGN §3), as a pure function of the message and the connection's state.
+public enum BuiltinApps {
+    /// - Parameters:
+    ///   - app: the app the route maps to.
+    ///   - request: the decoded message.
+    ///   - userId: the sender's user id, stamped on room messages.
+    ///   - rooms: the rooms the connection is in.
+    ///   - now: milliseconds since 1970, for `timestamp` fields.
+    public static func handle(
+        _ app: BuiltinApp,
+        request: AppRequest,
+        userId: String,
+        rooms: Set<RoomID>,
+        now: Int64
+    ) -> [AppEffect] {
+        func error(_ message: String) -> [AppEffect] { [.reply(ServerFrames.error(message, timestamp: now))] }
+
+        if app == .echo { return [.echo] }
+        if request.isBinary { return error("Binary frames are not supported by this route") }
+        guard let body = request.body?.objectValue else { return error("Invalid JSON") }
+
+        switch app {
+        case .echo:
+            return [.echo]
+        case .ping:
+            return [.reply(ServerFrames.pong(timestamp: now))]
+        case .unknownAction:
+            guard let key = request.selectedKey else { return error("Missing action") }
+            return error("Unknown action: \(key)")
+        case .joinRoom, .leaveRoom:
+            guard let name = body["roomId"]?.stringValue else { return error("roomId required") }
+            guard let room = RoomID(name) else { return error(Name.problem(with: name, field: "roomId") ?? "Invalid roomId") }
+            if app == .joinRoom { return [.join(room)] }
+            guard rooms.contains(room) else { return error("Not in room") }
+            return [.leave(room)]
+        case .sendMessage:
+            guard let name = body["roomId"]?.stringValue, let message = body["message"], message != .null else {
+                return error("roomId and message required")
+            }
+            guard let room = RoomID(name), rooms.contains(room) else { return error("Not in room") }
+            return [.publish(ServerFrames.message(room, message: message, sender: userId, timestamp: now), to: .room(room))]
+        }
+    }
+}

@@ -1,0 +1,50 @@
+/// The frames the built-in apps send, exactly as the seed protocol (`002_*`) defines them: every frame is a JSON
+/// object whose `action` says what it is, and times are milliseconds since 1970.
+public enum ServerFrames {
+    public static func pong(timestamp: Int64) -> OutboundFrame {
+        .text(["action": "pong", "timestamp": .number(String(timestamp))])
+    }
+
+    /// The joiner's answer. `members` is capped (`listed` ≤ the configured limit); `memberCount` is the room's size,
+    /// so a client of a huge room knows the list is a sample.
+    public static func joinedRoom(_ room: RoomID, members: [String], memberCount: Int) -> OutboundFrame {
+        .text([
+            "action": "joinedRoom", "roomId": .string(room.rawValue), "members": .array(members.map(JSONValue.string)),
+            "memberCount": .number(String(memberCount)),
+        ])
+    }
+
+    public static func userJoined(_ room: RoomID, userId: String, timestamp: Int64) -> OutboundFrame {
+        presence("userJoined", room, userId: userId, timestamp: timestamp)
+    }
+
+    public static func userLeft(_ room: RoomID, userId: String, timestamp: Int64) -> OutboundFrame {
+        presence("userLeft", room, userId: userId, timestamp: timestamp)
+    }
+
+    public static func message(_ room: RoomID, message: JSONValue, sender: String, timestamp: Int64) -> OutboundFrame {
+        .text([
+            "action": "message", "roomId": .string(room.rawValue), "message": message, "sender": .string(sender),
+            "timestamp": .number(String(timestamp)),
+        ])
+    }
+
+    public static func error(_ message: String, timestamp: Int64) -> OutboundFrame {
+        .text(["action": "error", "message": .string(message), "timestamp": .number(String(timestamp))])
+    }
+
+    /// The optional welcome frame of seed `000_*`.
+    public static func connected(_ connection: ConnectionInfo, timestamp: Int64) -> OutboundFrame {
+        .text([
+            "action": "connected", "connectionId": .string(connection.id.rawValue), "userId": .string(connection.userId),
+            "timestamp": .number(String(timestamp)),
+        ])
+    }
+
+    private static func presence(_ action: String, _ room: RoomID, userId: String, timestamp: Int64) -> OutboundFrame {
+        .text([
+            "action": .string(action), "roomId": .string(room.rawValue), "userId": .string(userId),
+            "timestamp": .number(String(timestamp)),
+        ])
+    }
+}

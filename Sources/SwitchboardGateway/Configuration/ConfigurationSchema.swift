@@ -1,0 +1,241 @@
+import Logging
+import SwitchboardCore
+
+/// A configuration value before it is typed: YAML scalars, lists and maps, or the same written as strings in
+/// environment variables and flags (`a,b` for lists, `k=v,k2=v2` for maps).
+public enum ConfigurationValue: Sendable, Hashable {
+    case scalar(String)
+    case list([String])
+    case map([String: String])
+}
+
+/// One configuration key: its name in YAML, its flag and environment variable, its default and what it does.
+/// The schema is the single source for parsing, validation and `--help`, so the three cannot disagree.
+public struct ConfigurationOption: Sendable {
+    public enum Shape: Sendable {
+        case scalar
+        case list
+        case map
+    }
+
+    public let key: String
+    public let shape: Shape
+    public let defaultText: String
+    public let summary: String
+    let apply: @Sendable (inout GatewayConfiguration, ConfigurationValue) throws -> Void
+
+    /// `heartbeat.ping_interval` → `--heartbeat-ping-interval`.
+    public var flag: String { "--" + self.key.replacingAll(of: [".", "_"], with: "-") }
+    /// `heartbeat.ping_interval` → `SWITCHBOARD_HEARTBEAT_PING_INTERVAL`.
+    public var environmentVariable: String { "SWITCHBOARD_" + self.key.replacingAll(of: [".", "-"], with: "_").uppercased() }
+
+    /// Reads a value written as a string (environment variable or flag) in this option's shape.
+    /// Applies `value`; the error names this option's key whatever part of the parsing failed.
+    func apply(_ value: ConfigurationValue, to configuration: inout GatewayConfiguration) throws(ConfigurationError) {
+        do {
+            try self.apply(&configuration, value)
+        } catch let error as ConfigurationError {
+            throw ConfigurationError(key: self.key, reason: error.reason)
+        } catch {
+            throw ConfigurationError(key: self.key, reason: "\(error)")
+        }
+    }
+
+    func value(fromString string: String) -> ConfigurationValue {
+        let items = string.split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
+        switch self.shape {
+        case .scalar: return .scalar(string)
+        case .list: return .list(items)
+        case .map:
+            var map: [String: String] = [:]
+            for item in items {
+                let parts = item.split(separator: "=", maxSplits: 1)
+                map[parts[0].trimmingWhitespace()] = parts.count == 2 ? parts[1].trimmingWhitespace() : ""
+            }
+            return .map(map)
+        }
+    }
+}
+
+extension ConfigurationOption {
+    static func scalar<T>(
+        _ key: String,
+        _ keyPath: any WritableKeyPath<GatewayConfiguration, T> & Sendable,
+        default defaultText: String,
+        _ summary: String,
+        parse: @escaping @Sendable (String) throws -> T
+    ) -> ConfigurationOption {
+        ConfigurationOption(key: key, shape: .scalar, defaultText: defaultText, summary: summary) {
+            configuration, value in
+            guard case .scalar(let text) = value else { throw ConfigurationError(key: key, reason: "expected a single value") }
+            configuration[keyPath: keyPath] = try parse(text)
+        }
+    }
+}
+
+/// Every key `switchboard serve` understands.
+public enum ConfigurationSchema {
+    public static let options: [ConfigurationOption] = [
+        .scalar("host", \.host, default: "0.0.0.0", "Address to listen on.", parse: { $0 }),
+        .scalar("port", \.port, default: "8080", "TCP port for WebSocket and HTTP.", parse: { try Parse.int($0, in: 0...65535) }),
+        .scalar(
+            "event_loops",
+            \.eventLoops,
+            default: "number of cores",
+            "Threads serving connections.",
+            parse: { try Parse.int($0, in: 1...256) }
+        ),
+        .scalar(
+            "route_selection_expression",
+            \.routeSelectionExpression,
+            default: "$request.body.action",
+            "Where a message names its route: $request.body.<dotted.path>.",
+            parse: { try RouteSelectionExpression($0) }
+        ),
+        ConfigurationOption(
+            key: "routes",
+            shape: .map,
+            defaultText: "ping=ping,joinRoom=joinRoom,leaveRoom=leaveRoom,sendMessage=sendMessage,$default=unknownAction",
+            summary: "Route key to built-in app (\(BuiltinApp.allCases.map(\.rawValue).joined(separator: ", "))). "
+                + "Replaces the whole table; e.g. $default=echo."
+        ) { configuration, value in
+            guard case .map(let map) = value else { throw ConfigurationError(key: "routes", reason: "expected a map of route key to app") }
+            var routes: [String: RouteTarget] = [:]
+            for (key, name) in map {
+                guard let app = BuiltinApp(rawValue: name) else {
+                    throw ConfigurationError(
+                        key: "routes",
+                        reason: "route '\(key)': unknown app '\(name)' (apps: \(BuiltinApp.allCases.map(\.rawValue).joined(separator: ", ")))"
+                    )
+                }
+                routes[key] = .builtin(app)
+            }
+            configuration.routes = try RouteTable(routes)
+        },
+        .scalar(
+            "welcome_frame",
+            \.welcomeFrame,
+            default: "false",
+            #"Send {"action":"connected","connectionId",…} on connect, as seed 000 does."#,
+            parse: { try Parse.bool($0) }
+        ),
+        .scalar(
+            "binary_frames",
+            \.binaryFrames,
+            default: "route",
+            "route: binary frames go to $default; reject: close with 1003.",
+            parse: { try Parse.choice($0, of: GatewayConfiguration.BinaryFrames.self) }
+        ),
+        .scalar(
+            "limits.max_message_bytes",
+            \.maxMessageBytes,
+            default: "1MiB",
+            "Largest message (all its fragments); larger closes with 1009.",
+            parse: { try Parse.bytes($0, in: 125...(1 << 30)) }
+        ),
+        .scalar(
+            "limits.max_frame_bytes",
+            \.maxFrameBytes,
+            default: "1MiB",
+            "Largest single frame, in and out; larger inbound closes with 1009, larger outbound is fragmented.",
+            parse: { try Parse.bytes($0, in: 125...(1 << 30)) }
+        ),
+        .scalar(
+            "limits.outbound_queue_bytes",
+            \.outboundQueueBytes,
+            default: "4MiB",
+            "Bytes queued for a client that is not reading before it is closed as a slow consumer.",
+            parse: { try Parse.bytes($0, in: 1024...(1 << 31)) }
+        ),
+        .scalar(
+            "limits.slow_consumer_close_code",
+            \.slowConsumerCloseCode,
+            default: "1008",
+            "Close code for a slow consumer: 1008 or 1013.",
+            parse: { UInt16(try Parse.int($0, in: 1008...1013)) }
+        ),
+        .scalar(
+            "heartbeat.ping_interval",
+            \.pingInterval,
+            default: "25s",
+            "Ping each connection this often.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "heartbeat.pong_timeout",
+            \.pongTimeout,
+            default: "60s",
+            "Close a connection that sent nothing, not even a pong, for this long.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "heartbeat.idle_timeout",
+            \.idleTimeout,
+            default: "off",
+            "Close (1001) a connection that sent no message for this long; off keeps it while it answers pings.",
+            parse: { $0 == "off" ? nil : try Parse.duration($0) }
+        ),
+        .scalar(
+            "rooms.presence",
+            \.presence,
+            default: "true",
+            "Send userJoined/userLeft to a room's members. Off makes joins O(1) for any room size.",
+            parse: { try Parse.bool($0) }
+        ),
+        .scalar(
+            "rooms.max_members_listed",
+            \.maxMembersListed,
+            default: "100",
+            "At most this many user ids in joinedRoom.members (memberCount has the total).",
+            parse: { try Parse.int($0, in: 0...100_000) }
+        ),
+        .scalar(
+            "drain.delay",
+            \.drainDelay,
+            default: "0s",
+            "After SIGTERM, answer 503 on /health this long before closing clients, so load balancers notice.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "drain.grace_period",
+            \.drainGracePeriod,
+            default: "25s",
+            "After SIGTERM, wait at most this long for every $disconnect before exiting.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "log.level",
+            \.logLevel,
+            default: "info",
+            "trace, debug, info, notice, warning, error or critical.",
+            parse: { try Parse.choice($0, of: Logger.Level.self) }
+        ),
+    ]
+
+    /// The `--help` text for all keys.
+    public static var helpText: String {
+        var lines = [
+            "Configuration: YAML file (--config, nested keys as below), then SWITCHBOARD_* environment variables, then flags;",
+            "later sources win. Lists are comma-separated and maps k=v,k=v in variables and flags.",
+            "Durations: 500ms, 25s, 5m. Sizes: 1024, 64KiB, 1MiB.",
+            "",
+        ]
+        for option in Self.options {
+            lines.append("\(option.key)  (\(option.flag), \(option.environmentVariable))")
+            lines.append("    \(option.summary) Default: \(option.defaultText).")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    fileprivate func replacingAll(of characters: Set<Character>, with replacement: Character) -> String {
+        String(self.map { characters.contains($0) ? replacement : $0 })
+    }
+}
+
+extension StringProtocol {
+    func trimmingWhitespace() -> String {
+        String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}

@@ -1,0 +1,41 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+
+/// Everything an operator can set. Defaults are a single node on port 8080 serving the seed protocol; each
+/// property's key, flag and environment variable are listed by ``ConfigurationSchema`` and `switchboard --help`.
+public struct GatewayConfiguration: Sendable {
+    /// What happens to binary frames.
+    public enum BinaryFrames: String, Sendable, CaseIterable {
+        /// Routed like text: to `$default` (text routes need JSON, so a binary frame never selects one).
+        case route
+        /// Closed with 1003 (unsupported data).
+        case reject
+    }
+
+    public var host = "0.0.0.0"
+    public var port = 8080
+    /// Threads serving connections; each owns its connections outright.
+    public var eventLoops = System.coreCount
+    public var routeSelectionExpression = RouteSelectionExpression.default
+    public var routes = RouteTable.seedProtocol
+    public var welcomeFrame = false
+    public var binaryFrames = BinaryFrames.route
+    public var maxMessageBytes = 1 << 20
+    public var maxFrameBytes = 1 << 20
+    public var outboundQueueBytes = 4 << 20
+    public var slowConsumerCloseCode: UInt16 = CloseCode.policyViolation
+    public var pingInterval = Duration.seconds(25)
+    public var pongTimeout = Duration.seconds(60)
+    /// Closes a connection that sent no message for this long (1001); `nil` keeps it while pings succeed.
+    public var idleTimeout: Duration?
+    public var presence = true
+    public var maxMembersListed = 100
+    public var drainDelay = Duration.zero
+    public var drainGracePeriod = Duration.seconds(25)
+    /// How long a close handshake the gateway started may take before the TCP connection is dropped.
+    public var closeTimeout = Duration.seconds(5)
+    public var logLevel = Logger.Level.info
+
+    public init() {}
+}

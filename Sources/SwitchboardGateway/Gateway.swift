@@ -1,0 +1,149 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+import SwitchboardCore
+import Synchronization
+
+/// A Switchboard node: WebSocket and HTTP on one port, run as a `Service` so a `ServiceGroup` drains it on SIGTERM.
+///
+/// Each connection lives on one event loop for its whole life (its state, its heartbeat, its shard of the hub),
+/// which is what keeps a connection to a few kilobytes and a message free of locks and task hops.
+public final class Gateway: Service {
+    private let gateway: GatewayContext
+    private let group: MultiThreadedEventLoopGroup
+    private let boundAddress = Mutex<SocketAddress?>(nil)
+
+    /// - Parameters:
+    ///   - configuration: the validated configuration.
+    ///   - logger: where connection events and errors go.
+    ///   - wallClock: milliseconds since 1970 for frame timestamps; tests may fix it.
+    ///   - makeBroker: builds the broker given this node's local delivery (in-memory unless a cluster is set up).
+    public init(
+        configuration: GatewayConfiguration,
+        logger: Logger,
+        wallClock: (@Sendable () -> Int64)? = nil,
+        makeBroker: (any LocalDelivery) -> any Broker = { InMemoryBroker(delivering: $0) }
+    ) {
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
+        let hub = LocalHub(group: self.group)
+        self.gateway = GatewayContext(
+            configuration: configuration,
+            broker: makeBroker(hub),
+            hub: hub,
+            logger: logger,
+            wallClock: wallClock ?? GatewayContext.systemWallClock
+        )
+    }
+
+    /// The address the server listens on, once `run()` has bound it.
+    public var localAddress: SocketAddress? { self.boundAddress.withLock { $0 } }
+
+    public func run() async throws {
+        let configuration = self.gateway.configuration
+        let server = try await self.bootstrap().bind(host: configuration.host, port: configuration.port).get()
+        self.boundAddress.withLock { $0 = server.localAddress }
+        self.gateway.logger.info("listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+        let sweeps = self.startHeartbeats()
+
+        // Serve until SIGTERM/SIGINT (or cancellation), then drain.
+        try? await gracefulShutdown()
+        await self.drain()
+        for sweep in sweeps { sweep.cancel() }
+        try? await server.close()
+        try await self.group.shutdownGracefully()
+        self.gateway.logger.info("stopped")
+    }
+
+    /// Stops taking connections, reports 503, closes every client with 1001 so it reconnects elsewhere, and waits
+    /// (at most the grace period) until every `$disconnect` has run.
+    private func drain() async {
+        let configuration = self.gateway.configuration
+        self.gateway.draining.store(true, ordering: .relaxed)
+        let active = self.gateway.activeConnections.load(ordering: .relaxed)
+        self.gateway.logger.info("draining", metadata: ["connections": "\(active)"])
+        try? await Task.sleep(for: configuration.drainDelay)
+        self.gateway.hub.forEachShard { shard, _ in
+            for handler in shard.connections.values { handler.close(code: CloseCode.goingAway, reason: "server draining") }
+        }
+        let deadline = ContinuousClock.now + configuration.drainGracePeriod
+        while self.gateway.activeConnections.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let left = self.gateway.activeConnections.load(ordering: .relaxed)
+        if left > 0 { self.gateway.logger.warning("grace period over with connections still open", metadata: ["connections": "\(left)"]) }
+    }
+
+    /// One sweep per event loop drives every connection's ``Liveness``: no timer per connection.
+    private func startHeartbeats() -> [RepeatedTask] {
+        let configuration = self.gateway.configuration
+        let shortest = [configuration.pingInterval, configuration.pongTimeout, configuration.idleTimeout].compactMap { $0 }.min()!
+        let tick = TimeAmount(min(max(shortest / 4, .milliseconds(50)), .seconds(1)))
+        let hub = self.gateway.hub
+        return self.group.makeIterator().map { loop in
+            loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+                let now = NIODeadline.now()
+                for handler in hub.shard(on: loop).connections.values { handler.tick(now: now) }
+            }
+        }
+    }
+
+    private func bootstrap() -> ServerBootstrap {
+        let gateway = self.gateway
+        let queue = gateway.configuration.outboundQueueBytes
+        return ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 4096)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try Self.configure(channel, gateway: gateway) }
+            }
+    }
+
+    /// The pipeline of a new TCP connection: HTTP/1.1 with a WebSocket upgrader whose `shouldUpgrade` is `$connect`.
+    private static func configure(_ channel: any Channel, gateway: GatewayContext) throws {
+        let upgrade = NIOLoopBound(UpgradeState(), eventLoop: channel.eventLoop)
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: gateway.configuration.maxFrameBytes,
+            automaticErrorHandling: false,
+            shouldUpgrade: { channel, head in
+                switch Admission.evaluate(head, remoteAddress: channel.remoteAddress, gateway: gateway) {
+                case .failure(let refusal):
+                    upgrade.value.rejection = refusal.response
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                case .success(let info):
+                    return channel.eventLoop.makeFutureWithTask { try await gateway.broker.register(info) }
+                        .map { () -> HTTPHeaders? in
+                            upgrade.value.registered = info
+                            gateway.activeConnections.add(1, ordering: .relaxed)
+                            gateway.acceptedConnections.add(1, ordering: .relaxed)
+                            return HTTPHeaders()
+                        }
+                        .recover { error in
+                            gateway.logger.error("registering a connection failed", metadata: ["error": "\(error)"])
+                            upgrade.value.rejection = .message(.internalServerError, "Internal server error")
+                            return nil
+                        }
+                }
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let info = upgrade.value.registered else { throw ChannelError.inappropriateOperationForState }
+                    upgrade.value.registered = nil
+                    let handler = WebSocketConnectionHandler(info: info, gateway: gateway, now: .now())
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        )
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (
+                upgraders: [upgrader],
+                completionHandler: { context in context.pipeline.removeHandler(name: "switchboard.http", promise: nil) }
+            )
+        )
+        try channel.pipeline.syncOperations.addHandler(HTTPHandler(gateway: gateway, upgrade: upgrade.value), name: "switchboard.http")
+    }
+}

@@ -1,0 +1,93 @@
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+
+/// `$connect` for the built-in gateway: decides whether an upgrade request becomes a registered connection.
+/// Refusals carry an HTTP status and a message, as API Gateway answers a refused `$connect`.
+enum Admission {
+    /// Paths the HTTP side owns; every other path accepts WebSocket upgrades (`/`, `/ws`, `/prod`, `/prod/ws`).
+    static let reservedPrefixes = ["/health", "/metrics", "/@connections", "/dashboard", "/client", "/demo"]
+
+    static func isWebSocketPath(_ path: String) -> Bool {
+        !self.reservedPrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
+    }
+
+    /// The connection to register, or the response that refuses it.
+    static func evaluate(
+        _ head: HTTPRequestHead,
+        remoteAddress: SocketAddress?,
+        gateway: GatewayContext
+    ) -> Result<ConnectionInfo, GatewayResponseError> {
+        if gateway.isDraining {
+            return .failure(GatewayResponseError(.message(.serviceUnavailable, "Server is draining; reconnect to another node")))
+        }
+        let (path, query) = self.split(head.uri)
+        guard self.isWebSocketPath(path) else { return .failure(GatewayResponseError(.message(.notFound, "Not Found"))) }
+        var userId = "anonymous"
+        if let requested = query["userId"] {
+            if let problem = Name.problem(with: requested, field: "userId") {
+                return .failure(GatewayResponseError(.message(.badRequest, problem)))
+            }
+            userId = requested
+        }
+        let segments = path.split(separator: "/")
+        let stage = segments.first.map(String.init).flatMap { $0 == "ws" ? nil : $0 }
+        let info = ConnectionInfo(
+            id: .random(),
+            userId: userId,
+            connectedAt: gateway.wallClock(),
+            sourceIp: remoteAddress?.ipAddress ?? "",
+            userAgent: head.headers.first(name: "user-agent") ?? "",
+            stage: stage
+        )
+        return .success(info)
+    }
+
+    /// Splits a request target into its path and its decoded query parameters (the first value of each name wins).
+    static func split(_ uri: String) -> (path: String, query: [String: String]) {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var query: [String: String] = [:]
+        if parts.count == 2 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = self.percentDecode(kv[0])
+                if query[name] == nil { query[name] = kv.count == 2 ? self.percentDecode(kv[1]) : "" }
+            }
+        }
+        return (String(parts[0]), query)
+    }
+
+    static func percentDecode(_ text: some StringProtocol) -> String {
+        var bytes: [UInt8] = []
+        var utf8 = text.utf8.makeIterator()
+        while let byte = utf8.next() {
+            switch byte {
+            case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                let high = utf8.next().flatMap(self.hexValue)
+                let low = utf8.next().flatMap(self.hexValue)
+                if let high, let low { bytes.append(high << 4 | low) }
+            default: bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// A refusal as an `Error`, so it can travel through futures and `Result`.
+struct GatewayResponseError: Error {
+    let response: GatewayResponse
+
+    init(_ response: GatewayResponse) {
+        self.response = response
+    }
+}

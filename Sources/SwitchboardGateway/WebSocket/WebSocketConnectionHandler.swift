@@ -1,0 +1,288 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+import Synchronization
+
+/// One registered WebSocket connection, confined to its event loop: reads frames through ``WebSocketSession``,
+/// routes messages to the built-in apps, writes what they answer, and runs `$disconnect` exactly once.
+final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    let info: ConnectionInfo
+    /// The rooms this connection is in, as the apps see them.
+    private(set) var rooms: Set<RoomID> = []
+    private let gateway: GatewayContext
+    private var session: WebSocketSession
+    private var liveness: Liveness
+    private var context: ChannelHandlerContext?
+    /// Messages that arrived while a registry call (join, leave) was in flight, handled in order after it.
+    private var backlog = CircularBuffer<(ByteBuffer, isText: Bool)>()
+    private var awaitingRegistry = false
+    private var disconnected = false
+    private var closeTimer: Scheduled<Void>?
+
+    init(info: ConnectionInfo, gateway: GatewayContext, now: NIODeadline) {
+        let configuration = gateway.configuration
+        self.info = info
+        self.gateway = gateway
+        self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
+        self.liveness = Liveness(
+            pingInterval: TimeAmount(configuration.pingInterval),
+            pongTimeout: TimeAmount(configuration.pongTimeout),
+            idleTimeout: configuration.idleTimeout.map(TimeAmount.init),
+            now: now
+        )
+    }
+
+    private var shard: LocalHub.Shard { self.gateway.hub.shard(on: self.context!.eventLoop) }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.shard.add(self)
+        self.gateway.logger.info("connected", metadata: ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"])
+        if self.gateway.configuration.welcomeFrame {
+            self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
+        }
+        if !context.channel.isActive { self.channelInactive(context: context) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.liveness.heard(at: .now())
+        self.perform(self.session.receive(self.unwrapInboundIn(data)))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError {
+            self.perform(self.session.decodingFailed(error))
+        } else {
+            self.gateway.logger.debug("connection error", metadata: ["connectionId": "\(self.info.id)", "error": "\(error)"])
+            self.session.abandon(reason: "\(error)")
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.session.abandon(reason: "connection lost")
+        self.runDisconnect()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        guard !context.channel.isWritable, self.session.isOpen else { return }
+        // The client stopped reading and its queue passed the bound: it is dropped, not waited on, so memory stays
+        // bounded. Closed on the next loop turn, outside whatever fan-out wrote the last frame.
+        let limit = self.gateway.configuration.outboundQueueBytes
+        _ = self.session.close(code: self.gateway.configuration.slowConsumerCloseCode, reason: "slow consumer: over \(limit) bytes queued")
+        context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
+    }
+
+    // MARK: Sending
+
+    /// Queues a frame; `flush: false` lets a fan-out flush every recipient once at the end.
+    func send(_ buffer: ByteBuffer, kind: OutboundFrame.Kind, flush: Bool) {
+        guard self.session.isOpen, let context = self.context else { return }
+        let opcode: WebSocketOpcode = kind == .text ? .text : .binary
+        let maxFrame = self.gateway.configuration.maxFrameBytes
+        if buffer.readableBytes <= maxFrame {
+            context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, data: buffer)), promise: nil)
+        } else {
+            var rest = buffer
+            var frameOpcode = opcode
+            while let slice = rest.readSlice(length: min(maxFrame, rest.readableBytes)), slice.readableBytes > 0 {
+                let frame = WebSocketFrame(fin: rest.readableBytes == 0, opcode: frameOpcode, data: slice)
+                context.write(self.wrapOutboundOut(frame), promise: nil)
+                frameOpcode = .continuation
+            }
+        }
+        if flush { context.flush() }
+    }
+
+    func flush() { self.context?.flush() }
+
+    private func send(_ frame: OutboundFrame) {
+        guard let context else { return }
+        self.send(context.channel.allocator.buffer(bytes: frame.bytes), kind: frame.kind, flush: true)
+    }
+
+    // MARK: Session actions
+
+    private func perform(_ action: WebSocketSession.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .deliver(let buffer, let isText):
+            self.liveness.messageReceived(at: .now())
+            if self.awaitingRegistry {
+                self.backlog.append((buffer, isText))
+            } else {
+                self.route(buffer, isText: isText)
+            }
+        case .pong(let payload):
+            context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+        case .sendClose(let code, let reason):
+            self.writeClose(code: code, reason: reason)
+            let timeout = TimeAmount(self.gateway.configuration.closeTimeout)
+            self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { context.close(promise: nil) }
+        case .replyToCloseAndDisconnect(let code):
+            self.writeClose(code: code, reason: "").assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .disconnect:
+            context.close(promise: nil)
+        }
+    }
+
+    @discardableResult
+    private func writeClose(code: UInt16?, reason: String) -> EventLoopFuture<Void> {
+        let context = self.context!
+        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        if let code {
+            data.writeInteger(code)
+            // A close frame's payload is at most 125 bytes; cut the reason on a character boundary.
+            data.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self).trimmingSuffix("\u{FFFD}"))
+        }
+        return context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+    }
+
+    /// The gateway closes this connection (drain, kick) with a code the client sees.
+    func close(code: UInt16, reason: String) {
+        self.perform(self.session.close(code: code, reason: reason))
+    }
+
+    /// Heartbeat: called by the loop's sweep.
+    func tick(now: NIODeadline) {
+        guard self.session.isOpen, let context else { return }
+        switch self.liveness.tick(now: now) {
+        case .none:
+            break
+        case .sendPing:
+            context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+        case .timedOut:
+            self.session.abandon(reason: "no pong within \(self.gateway.configuration.pongTimeout)")
+            context.close(promise: nil)
+        case .idle:
+            self.close(code: CloseCode.goingAway, reason: "idle timeout")
+        }
+    }
+
+    // MARK: Routing
+
+    private func route(_ buffer: ByteBuffer, isText: Bool) {
+        let configuration = self.gateway.configuration
+        let body = isText ? buffer.withUnsafeReadableBytes { try? JSONValue.parse($0) } : nil
+        let selected = configuration.routeSelectionExpression.routeKey(for: body)
+        let (key, target) = configuration.routes.resolve(selectedKey: selected)
+        let now = self.gateway.wallClock()
+        guard case .builtin(let app) = target else {
+            self.send(ServerFrames.error("No route for \(selected ?? key)", timestamp: now))
+            return
+        }
+        let request = AppRequest(selectedKey: selected, body: body, isBinary: !isText)
+        for effect in BuiltinApps.handle(app, request: request, userId: self.info.userId, rooms: self.rooms, now: now) {
+            switch effect {
+            case .reply(let frame): self.send(frame)
+            case .echo: self.send(buffer, kind: isText ? .text : .binary, flush: true)
+            case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
+            case .join(let room): self.join(room)
+            case .leave(let room): self.leave(room)
+            }
+        }
+    }
+
+    private var member: RoomMember { RoomMember(connection: self.info.id, userId: self.info.userId) }
+
+    private func join(_ room: RoomID) {
+        let (broker, member, limit) = (self.gateway.broker, self.member, self.gateway.configuration.maxMembersListed)
+        self.awaitRegistry {
+            try await broker.join(room, member: member, listing: limit)
+        } then: { result in
+            guard !self.disconnected else {
+                // Gone while the registry answered: undo, as $disconnect could not see this room.
+                Task { await broker.leave(room, member: member) }
+                return
+            }
+            let now = self.gateway.wallClock()
+            switch result {
+            case .success(let roster):
+                let isNew = self.rooms.insert(room).inserted
+                if isNew { self.shard.join(room, self) }
+                self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count))
+                if isNew, self.gateway.configuration.presence {
+                    broker.publish(ServerFrames.userJoined(room, userId: member.userId, timestamp: now), to: .room(room, excluding: member.connection))
+                }
+            case .failure(let error):
+                self.gateway.logger.error("join failed", metadata: ["connectionId": "\(member.connection)", "room": "\(room)", "error": "\(error)"])
+                self.send(ServerFrames.error("Could not join room; try again", timestamp: now))
+            }
+        }
+    }
+
+    private func leave(_ room: RoomID) {
+        self.rooms.remove(room)
+        self.shard.leave(room, self)
+        let (broker, member, presence) = (self.gateway.broker, self.member, self.gateway.configuration.presence)
+        let now = self.gateway.wallClock()
+        self.awaitRegistry {
+            await broker.leave(room, member: member)
+        } then: { _ in
+            if presence { broker.publish(ServerFrames.userLeft(room, userId: member.userId, timestamp: now), to: .room(room)) }
+        }
+    }
+
+    /// Runs a registry call off the loop and holds this connection's later messages (and reads) until it answers,
+    /// so a client that sends `joinRoom` then `sendMessage` sees them handled in that order.
+    private func awaitRegistry<T: Sendable>(
+        _ operation: @escaping @Sendable () async throws -> T,
+        then completion: @escaping (Result<T, any Error>) -> Void
+    ) {
+        guard let context else { return }
+        self.awaitingRegistry = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        context.eventLoop.makeFutureWithTask(operation).assumeIsolated().whenComplete { result in
+            completion(result)
+            self.awaitingRegistry = false
+            if context.channel.isActive { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
+            while !self.awaitingRegistry, self.session.isOpen, let (buffer, isText) = self.backlog.popFirst() {
+                self.route(buffer, isText: isText)
+            }
+        }
+    }
+
+    // MARK: $disconnect
+
+    /// Runs once, whatever ended the connection: leaves every room (telling the others) and unregisters.
+    private func runDisconnect() {
+        guard !self.disconnected, let context else { return }
+        self.disconnected = true
+        self.closeTimer?.cancel()
+        self.backlog.removeAll()
+        self.shard.remove(self)
+        let status = self.session.closeStatus ?? (CloseCode.abnormal, "")
+        self.gateway.logger.info(
+            "disconnected",
+            metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
+        )
+        let (gateway, member, rooms) = (self.gateway, self.member, self.rooms)
+        context.eventLoop.makeFutureWithTask {
+            for room in rooms {
+                await gateway.broker.leave(room, member: member)
+                if gateway.configuration.presence {
+                    let frame = ServerFrames.userLeft(room, userId: member.userId, timestamp: gateway.wallClock())
+                    gateway.broker.publish(frame, to: .room(room))
+                }
+            }
+            await gateway.broker.unregister(member.connection)
+            gateway.activeConnections.subtract(1, ordering: .relaxed)
+        }.whenComplete { _ in }
+    }
+}
+
+extension String {
+    fileprivate func trimmingSuffix(_ suffix: Character) -> String {
+        var result = self
+        while result.last == suffix { result.removeLast() }
+        return result
+    }
+}

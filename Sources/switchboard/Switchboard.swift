@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SwitchboardGateway
+import UnixSignals
+
+@main
+struct Switchboard: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard",
+        abstract: "A WebSocket gateway speaking API Gateway's routes and the seed rooms protocol.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a gateway node (in-memory by default, on port 8080).",
+        discussion: ConfigurationSchema.helpText
+    )
+
+    @Option(name: .long, help: "YAML configuration file (or SWITCHBOARD_CONFIG).")
+    var config: String?
+
+    @Argument(parsing: .allUnrecognized, help: "Configuration flags, listed below (e.g. --port 9000).")
+    var settings: [String] = []
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let configuration: GatewayConfiguration
+        do {
+            let path = self.config ?? environment[ConfigurationLoader.configFileVariable]
+            let yaml = try path.map { path in
+                do { return try String(contentsOfFile: path, encoding: .utf8) } catch {
+                    throw ValidationError("cannot read configuration file \(path): \(error.localizedDescription)")
+                }
+            }
+            configuration = try ConfigurationLoader.load(yaml: yaml, environment: environment, arguments: self.settings)
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = configuration.logLevel
+            return handler
+        }
+        let logger = Logger(label: "switchboard")
+        let gateway = Gateway(configuration: configuration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        try await group.run()
+    }
+}
