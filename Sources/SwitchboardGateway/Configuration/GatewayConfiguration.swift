@@ -38,4 +38,20 @@ public struct GatewayConfiguration: Sendable {
     public var logLevel = Logger.Level.info
 
     public init() {}
+
+    /// Checks that hold between keys; single values are checked as they are read.
+    public func validate() throws(ConfigurationError) {
+        if self.outboundQueueBytes < self.maxMessageBytes {
+            throw ConfigurationError(
+                key: "limits.outbound_queue_bytes",
+                reason: "\(self.outboundQueueBytes) is below limits.max_message_bytes (\(self.maxMessageBytes)): one message would close its recipient"
+            )
+        }
+        if self.pongTimeout <= self.pingInterval {
+            throw ConfigurationError(
+                key: "heartbeat.pong_timeout",
+                reason: "must be longer than heartbeat.ping_interval, or connections close before their first ping"
+            )
+        }
+    }
 }
