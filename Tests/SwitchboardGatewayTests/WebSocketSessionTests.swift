@@ -67,10 +67,10 @@ import Testing
 
     @Test func answersThePeersCloseAndRecordsItsStatus() {
         var session = self.session()
-        #expect(session.receive(self.frame(.connectionClose, [0x0F, 0xA0] + Array("bye".utf8))) == .replyToCloseAndDisconnect(code: 4000))
+        #expect(session.receive(self.frame(.connectionClose, [0x0F, 0xA0] + Array("bye".utf8))) == .sendCloseAndDisconnect(code: 4000, reason: ""))
         #expect(session.closeStatus! == (4000, "bye"))
         var empty = self.session()
-        #expect(empty.receive(self.frame(.connectionClose, [])) == .replyToCloseAndDisconnect(code: nil))
+        #expect(empty.receive(self.frame(.connectionClose, [])) == .sendCloseAndDisconnect(code: nil, reason: ""))
         #expect(empty.closeStatus!.code == 1005)
         var badReason = self.session()
         #expect(badReason.receive(self.frame(.connectionClose, [0x03, 0xE8, 0xFF])) == .sendClose(code: 1007, reason: "close reason is not valid UTF-8"))

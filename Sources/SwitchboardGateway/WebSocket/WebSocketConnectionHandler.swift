@@ -127,8 +127,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             self.writeClose(code: code, reason: reason)
             let timeout = TimeAmount(self.gateway.configuration.closeTimeout)
             self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { context.close(promise: nil) }
-        case .replyToCloseAndDisconnect(let code):
-            self.writeClose(code: code, reason: "").assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .sendCloseAndDisconnect(let code, let reason):
+            self.writeClose(code: code, reason: reason).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .disconnect:
             context.close(promise: nil)
         }

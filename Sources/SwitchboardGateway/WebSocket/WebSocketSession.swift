@@ -13,8 +13,9 @@ struct WebSocketSession {
         case pong(ByteBuffer)
         /// Send a close frame; the session now waits for the peer's close (or the close timeout).
         case sendClose(code: UInt16, reason: String)
-        /// Answer the peer's close frame with `code` and drop the connection: the handshake is complete.
-        case replyToCloseAndDisconnect(code: UInt16?)
+        /// Send a close frame (no code: an empty one) and drop the connection without waiting: the peer already
+        /// sent its close, or the stream can no longer be read.
+        case sendCloseAndDisconnect(code: UInt16?, reason: String)
         /// The peer answered our close frame: drop the connection.
         case disconnect
         case none
@@ -110,12 +111,17 @@ struct WebSocketSession {
         if self.closeStatus == nil { self.closeStatus = (CloseCode.abnormal, reason) }
     }
 
-    /// A decoder error: the frame could not be read at all.
+    /// A decoder error: the frame could not be read, and neither can anything after it.
     mutating func decodingFailed(_ error: NIOWebSocketError) -> Action {
-        switch error {
-        case .invalidFrameLength: return self.tooBig()
-        default: return self.fail(CloseCode.protocolError, "malformed frame: \(error)")
-        }
+        let status: (UInt16, String) =
+            switch error {
+            case .invalidFrameLength: (CloseCode.messageTooBig, "frame exceeds the frame size limit")
+            default: (CloseCode.protocolError, "malformed frame: \(error)")
+            }
+        guard self.isOpen else { return .none }
+        self.state = .closed
+        self.closeStatus = status
+        return .sendCloseAndDisconnect(code: status.0, reason: status.1)
     }
 
     private mutating func startFragments(_ data: ByteBuffer, isText: Bool) -> Action {
@@ -153,7 +159,7 @@ struct WebSocketSession {
         case 0:
             self.state = .closed
             self.closeStatus = (CloseCode.noStatus, "")
-            return .replyToCloseAndDisconnect(code: nil)
+            return .sendCloseAndDisconnect(code: nil, reason: "")
         case 1:
             return self.fail(CloseCode.protocolError, "close frame with a one-byte payload")
         default:
@@ -164,7 +170,7 @@ struct WebSocketSession {
             }
             self.state = .closed
             self.closeStatus = (code, payload.readString(length: payload.readableBytes) ?? "")
-            return .replyToCloseAndDisconnect(code: code)
+            return .sendCloseAndDisconnect(code: code, reason: "")
         }
     }
 }

@@ -1,0 +1,112 @@
+"""Black-box tests: each starts the real `switchboard` binary and drives it over real sockets."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = Path(os.environ.get("SWITCHBOARD_BIN", ROOT / ".build" / "debug" / "switchboard"))
+ARTIFACTS = ROOT / "artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running gateway process; stopped by PID when the test ends."""
+
+    def __init__(self, *flags: str, env: dict | None = None):
+        self.port = free_port()
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"server-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [str(BINARY), "serve", "--host", "127.0.0.1", "--port", str(self.port), *flags],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"switchboard exited with {self.process.returncode}: {self.output()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("switchboard did not start listening")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def http(self, path: str, method: str = "GET") -> tuple[int, dict | str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status, body = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, body = error.code, error.read()
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def start_server():
+    servers: list[Server] = []
+
+    def start(*flags: str, env: dict | None = None) -> Server:
+        server = Server(*flags, env=env)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server) -> Server:
+    return start_server()
+
+
+@pytest.fixture
+def rawws_factory():
+    from rawws import RawWebSocket
+
+    sockets = []
+
+    def make(port: int, path: str = "/ws", **kwargs) -> RawWebSocket:
+        ws = RawWebSocket(port, path, **kwargs)
+        sockets.append(ws)
+        return ws
+
+    yield make
+    for ws in sockets:
+        ws.close()
