@@ -1,7 +1,7 @@
 import Foundation
 import Logging
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// What all connections of a node share: configuration, broker, the local hub, clocks and counters.
 final class GatewayContext: Sendable {

@@ -73,7 +73,9 @@ import Testing
         #expect(empty.receive(self.frame(.connectionClose, [])) == .sendCloseAndDisconnect(code: nil, reason: ""))
         #expect(empty.closeStatus!.code == 1005)
         var badReason = self.session()
-        #expect(badReason.receive(self.frame(.connectionClose, [0x03, 0xE8, 0xFF])) == .sendClose(code: 1007, reason: "close reason is not valid UTF-8"))
+        #expect(
+            badReason.receive(self.frame(.connectionClose, [0x03, 0xE8, 0xFF])) == .sendClose(code: 1007, reason: "close reason is not valid UTF-8")
+        )
     }
 
     @Test func lostConnectionsRecord1006OnlyWithoutAnEarlierStatus() {

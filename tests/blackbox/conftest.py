@@ -34,7 +34,8 @@ class Server:
             [str(BINARY), "serve", "--host", "127.0.0.1", "--port", str(self.port), *flags],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            # The gateway refuses unknown SWITCHBOARD_* variables, so the harness's own never reach it.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}, **(env or {})},
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

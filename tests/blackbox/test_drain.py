@@ -1,4 +1,5 @@
 """SIGTERM: stop accepting, report 503, close every client with 1001, run every $disconnect, exit 0."""
+import contextlib
 import json
 import signal
 import time
@@ -10,7 +11,12 @@ from websockets.sync.client import connect
 
 def test_sigterm_drains_and_exits_zero(start_server):
     server = start_server("--drain-delay", "1s", "--drain-grace-period", "10s")
-    clients = [connect(f"{server.url}/ws?userId=u{i}") for i in range(3)]
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(f"{server.url}/ws?userId=u{i}")) for i in range(3)]
+        drain_with(server, clients)
+
+
+def drain_with(server, clients):
     for ws in clients:
         ws.send(json.dumps({"action": "joinRoom", "roomId": "r"}))
     started = time.monotonic()

@@ -81,7 +81,10 @@ public enum ConfigurationLoader {
             return
         }
         guard let mapping = node.mapping else {
-            throw ConfigurationError(key: prefix, reason: "unknown key; known keys: \(ConfigurationSchema.options.map(\.key).joined(separator: ", "))")
+            throw ConfigurationError(
+                key: prefix,
+                reason: "unknown key; known keys: \(ConfigurationSchema.options.map(\.key).joined(separator: ", "))"
+            )
         }
         for (keyNode, child) in mapping {
             guard let key = keyNode.string else { throw ConfigurationError(key: prefix, reason: "keys must be strings") }

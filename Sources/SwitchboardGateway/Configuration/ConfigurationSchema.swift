@@ -66,7 +66,8 @@ extension ConfigurationOption {
         parse: @escaping @Sendable (String) throws -> T
     ) -> ConfigurationOption {
         ConfigurationOption(key: key, shape: .scalar, defaultText: defaultText, summary: summary) {
-            configuration, value in
+            configuration,
+            value in
             guard case .scalar(let text) = value else { throw ConfigurationError(key: key, reason: "expected a single value") }
             configuration[keyPath: keyPath] = try parse(text)
         }

@@ -44,7 +44,8 @@ public struct GatewayConfiguration: Sendable {
         if self.outboundQueueBytes < self.maxMessageBytes {
             throw ConfigurationError(
                 key: "limits.outbound_queue_bytes",
-                reason: "\(self.outboundQueueBytes) is below limits.max_message_bytes (\(self.maxMessageBytes)): one message would close its recipient"
+                reason:
+                    "\(self.outboundQueueBytes) is below limits.max_message_bytes (\(self.maxMessageBytes)): one message would close its recipient"
             )
         }
         if self.pongTimeout <= self.pingInterval {

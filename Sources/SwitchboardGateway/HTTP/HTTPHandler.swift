@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
-import Synchronization
 import SwitchboardCore
+import Synchronization
 
 /// An HTTP response the gateway writes itself: a status and a JSON body.
 struct GatewayResponse: Sendable {
@@ -85,7 +85,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             break
         }
         if !head.headers["upgrade"].isEmpty {
-            return .message(.badRequest, "Invalid WebSocket handshake: needs Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version: 13")
+            return .message(
+                .badRequest,
+                "Invalid WebSocket handshake: needs Upgrade: websocket, Connection: Upgrade, Sec-WebSocket-Key and Sec-WebSocket-Version: 13"
+            )
         }
         if Admission.isWebSocketPath(path) {
             return .message(.upgradeRequired, "This is a WebSocket endpoint: connect with a WebSocket client (ws://host:port\(path))")

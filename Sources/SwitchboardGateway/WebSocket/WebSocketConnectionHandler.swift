@@ -210,7 +210,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 if isNew { self.shard.join(room, self) }
                 self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count))
                 if isNew, self.gateway.configuration.presence {
-                    broker.publish(ServerFrames.userJoined(room, userId: member.userId, timestamp: now), to: .room(room, excluding: member.connection))
+                    broker.publish(
+                        ServerFrames.userJoined(room, userId: member.userId, timestamp: now),
+                        to: .room(room, excluding: member.connection)
+                    )
                 }
             case .failure(let error):
                 self.gateway.logger.error("join failed", metadata: ["connectionId": "\(member.connection)", "room": "\(room)", "error": "\(error)"])
