@@ -18,7 +18,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var liveness: Liveness
     private var context: ChannelHandlerContext?
     /// Messages that arrived while a registry call (join, leave) was in flight, handled in order after it.
-    private var backlog = CircularBuffer<(ByteBuffer, isText: Bool)>()
+    private var backlog: [(ByteBuffer, isText: Bool)] = []  // an empty array allocates nothing
     private var awaitingRegistry = false
     private var disconnected = false
     private var closeTimer: Scheduled<Void>?
@@ -47,7 +47,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         if self.gateway.configuration.welcomeFrame {
             self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
         }
-        if !context.channel.isActive { self.channelInactive(context: context) }
+        if !context.channel.isActive {
+            self.channelInactive(context: context)
+        } else if self.gateway.isDraining {
+            // Admitted just before SIGTERM: the drain's sweep may have missed it.
+            self.close(code: CloseCode.goingAway, reason: "server draining")
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -247,7 +252,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             completion(result)
             self.awaitingRegistry = false
             if context.channel.isActive { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
-            while !self.awaitingRegistry, self.session.isOpen, let (buffer, isText) = self.backlog.popFirst() {
+            while !self.awaitingRegistry, self.session.isOpen, !self.backlog.isEmpty {
+                let (buffer, isText) = self.backlog.removeFirst()
                 self.route(buffer, isText: isText)
             }
         }
