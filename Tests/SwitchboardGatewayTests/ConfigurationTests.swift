@@ -79,7 +79,7 @@ import Testing
 
     @Test func helpListsEveryKeyWithItsFlagAndVariable() {
         for option in ConfigurationSchema.options {
-            #expect(ConfigurationSchema.helpText.contains("\(option.key)  (\(option.flag), \(option.environmentVariable))"))
+            #expect(ConfigurationSchema.helpText.contains("\(option.key) = \(option.defaultText)\n  \(option.flag), \(option.environmentVariable)"))
         }
     }
 }

@@ -96,9 +96,11 @@ public enum ConfigurationSchema {
         ConfigurationOption(
             key: "routes",
             shape: .map,
-            defaultText: "ping=ping,joinRoom=joinRoom,leaveRoom=leaveRoom,sendMessage=sendMessage,$default=unknownAction",
-            summary: "Route key to built-in app (\(BuiltinApp.allCases.map(\.rawValue).joined(separator: ", "))). "
-                + "Replaces the whole table; e.g. $default=echo."
+            defaultText: "the seed protocol",
+            summary: "Route key to app; replaces the whole table. Apps: "
+                + BuiltinApp.allCases.map(\.rawValue).joined(separator: ", ") + ".\n"
+                + "  The seed protocol: ping=ping,joinRoom=joinRoom,leaveRoom=leaveRoom,\n"
+                + "  sendMessage=sendMessage,$default=unknownAction. Echo server: $default=echo."
         ) { configuration, value in
             guard case .map(let map) = value else { throw ConfigurationError(key: "routes", reason: "expected a map of route key to app") }
             var routes: [String: RouteTarget] = [:]
@@ -213,17 +215,19 @@ public enum ConfigurationSchema {
         ),
     ]
 
-    /// The `--help` text for all keys.
+    /// The `--help` text for all keys, in lines short enough not to be re-wrapped.
     public static var helpText: String {
         var lines = [
-            "Configuration: YAML file (--config, nested keys as below), then SWITCHBOARD_* environment variables, then flags;",
-            "later sources win. Lists are comma-separated and maps k=v,k=v in variables and flags.",
-            "Durations: 500ms, 25s, 5m. Sizes: 1024, 64KiB, 1MiB.",
+            "CONFIGURATION",
+            "A YAML file (--config, keys nested at the dots), then SWITCHBOARD_*",
+            "variables, then flags; the later source wins. In variables and flags, lists",
+            "are a,b and maps k=v,k2=v2. Durations: 500ms, 25s, 5m. Sizes: 64KiB, 1MiB.",
             "",
         ]
         for option in Self.options {
-            lines.append("\(option.key)  (\(option.flag), \(option.environmentVariable))")
-            lines.append("    \(option.summary) Default: \(option.defaultText).")
+            lines.append("\(option.key) = \(option.defaultText)")
+            lines.append("  \(option.flag), \(option.environmentVariable)")
+            lines.append("  \(option.summary)")
         }
         return lines.joined(separator: "\n")
     }
