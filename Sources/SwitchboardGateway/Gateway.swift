@@ -43,16 +43,29 @@ public final class Gateway: Service {
 
     public func run() async throws {
         let configuration = self.gateway.configuration
-        let server = try await self.bootstrap().bind(host: configuration.host, port: configuration.port).get()
+        let management = ManagementAPI(gateway: self.gateway)
+        let server = try await self.bootstrap(management: configuration.managementPort == nil ? management : nil, webSocket: true)
+            .bind(host: configuration.host, port: configuration.port).get()
         self.boundAddress.withLock { $0 = server.localAddress }
         self.gateway.logger.info("listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+        var servers = [server]
+        if let port = configuration.managementPort {
+            let separate = try await self.bootstrap(management: management, webSocket: false).bind(host: configuration.host, port: port).get()
+            self.gateway.logger.info("management API listening", metadata: ["address": "\(separate.localAddress.map { "\($0)" } ?? "?")"])
+            servers.append(separate)
+        }
+        if configuration.managementIsOpen {
+            self.gateway.logger.warning(
+                "management API has no credentials (management.access_keys or management.bearer_token): it answers loopback clients only"
+            )
+        }
         let sweeps = self.startHeartbeats()
 
         // Serve until SIGTERM/SIGINT (or cancellation), then drain.
         try? await gracefulShutdown()
         await self.drain()
         for sweep in sweeps { sweep.cancel() }
-        try? await server.close()
+        for server in servers { try? await server.close() }
         try await self.group.shutdownGracefully()
         self.gateway.logger.info("stopped")
     }
@@ -90,7 +103,7 @@ public final class Gateway: Service {
         }
     }
 
-    private func bootstrap() -> ServerBootstrap {
+    private func bootstrap(management: ManagementAPI?, webSocket: Bool) -> ServerBootstrap {
         let gateway = self.gateway
         let queue = gateway.configuration.outboundQueueBytes
         return ServerBootstrap(group: self.group)
@@ -99,12 +112,19 @@ public final class Gateway: Service {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try Self.configure(channel, gateway: gateway) }
+                channel.eventLoop.makeCompletedFuture {
+                    if webSocket {
+                        try Self.configure(channel, gateway: gateway, management: management)
+                    } else {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        try channel.pipeline.syncOperations.addHandler(HTTPHandler(gateway: gateway, upgrade: UpgradeState(), management: management))
+                    }
+                }
             }
     }
 
     /// The pipeline of a new TCP connection: HTTP/1.1 with a WebSocket upgrader whose `shouldUpgrade` is `$connect`.
-    private static func configure(_ channel: any Channel, gateway: GatewayContext) throws {
+    private static func configure(_ channel: any Channel, gateway: GatewayContext, management: ManagementAPI?) throws {
         let upgrade = NIOLoopBound(UpgradeState(), eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: gateway.configuration.maxFrameBytes,
@@ -144,6 +164,9 @@ public final class Gateway: Service {
                 completionHandler: { context in context.pipeline.removeHandler(name: "switchboard.http", promise: nil) }
             )
         )
-        try channel.pipeline.syncOperations.addHandler(HTTPHandler(gateway: gateway, upgrade: upgrade.value), name: "switchboard.http")
+        try channel.pipeline.syncOperations.addHandler(
+            HTTPHandler(gateway: gateway, upgrade: upgrade.value, management: management),
+            name: "switchboard.http"
+        )
     }
 }

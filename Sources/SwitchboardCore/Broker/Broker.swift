@@ -1,7 +1,18 @@
-/// Delivers frames to the connections of this node. The gateway implements it; a broker calls it for every frame
-/// that reaches the node, whether published here or, in a cluster, on another node.
+/// Delivers frames and commands to the connections of this node. The gateway implements it; a broker calls it
+/// for everything that reaches the node, whether sent here or, in a cluster, on another node.
 public protocol LocalDelivery: Sendable {
     func deliver(_ frame: OutboundFrame, to audience: Audience)
+    func perform(_ command: ConnectionCommand, on connection: ConnectionID)
+}
+
+/// Something done to one connection on behalf of a backend, wherever the connection lives.
+public enum ConnectionCommand: Sendable, Hashable {
+    /// Close it with this code and reason (its `$disconnect` runs as for any close).
+    case close(code: UInt16, reason: String)
+    /// Join a room as if the client had sent `joinRoom`.
+    case join(RoomID)
+    /// Leave a room as if the client had sent `leaveRoom`.
+    case leave(RoomID)
 }
 
 /// A connection's membership in a room.
@@ -26,12 +37,34 @@ public struct RoomRoster: Sendable, Hashable {
     }
 }
 
+/// A registry entry with the rooms the connection is in.
+public struct RegisteredConnection: Sendable, Hashable {
+    public var info: ConnectionInfo
+    public var rooms: [RoomID]
+
+    public init(info: ConnectionInfo, rooms: [RoomID]) {
+        self.info = info
+        self.rooms = rooms
+    }
+}
+
+/// One page of a listing, ordered by key; `next` is the cursor for the following page, `nil` on the last one.
+public struct Page<Item: Sendable>: Sendable {
+    public var items: [Item]
+    public var next: String?
+
+    public init(items: [Item], next: String?) {
+        self.items = items
+        self.next = next
+    }
+}
+
 /// Fan-out and the registry of connections and rooms, across however many nodes there are.
 ///
 /// The gateway calls only this protocol, so a single node (``InMemoryBroker``) and a cluster (a Redis broker)
-/// are interchangeable. `publish` is synchronous and never waits: it is on the hot path of every room message
-/// and must cost one enqueue however many recipients there are. The registry calls are `async` because in a
-/// cluster they are network round trips; the gateway keeps a connection's messages in order around them.
+/// are interchangeable. `publish` and `send` are synchronous and never wait: `publish` is on the hot path of every
+/// room message and must cost one enqueue however many recipients there are. The registry calls are `async`
+/// because in a cluster they are network round trips; the gateway keeps a connection's messages in order around them.
 public protocol Broker: Sendable {
     /// Records a connection that has passed `$connect`.
     func register(_ connection: ConnectionInfo) async throws
@@ -42,6 +75,14 @@ public protocol Broker: Sendable {
     func leave(_ room: RoomID, member: RoomMember) async
     /// Sends a frame to an audience wherever its connections are.
     func publish(_ frame: OutboundFrame, to audience: Audience)
+    /// Runs a command on a connection wherever it is.
+    func send(_ command: ConnectionCommand, to connection: ConnectionID)
     /// The registry entry of a connection on any node, or `nil` when it is gone.
-    func connection(_ id: ConnectionID) async -> ConnectionInfo?
+    func connection(_ id: ConnectionID) async -> RegisteredConnection?
+    /// Registered connections ordered by id, starting after `cursor`.
+    func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection>
+    /// Rooms with their member counts, ordered by id, starting after `cursor`.
+    func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)>
+    /// A room's members ordered by connection id, starting after `cursor`.
+    func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember>
 }

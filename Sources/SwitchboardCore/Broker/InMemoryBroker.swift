@@ -1,12 +1,14 @@
 import Synchronization
 
-/// The single-node broker: the registry lives in this process and every publish is delivered locally.
+/// The single-node broker: the registry lives in this process and everything is delivered locally.
 ///
 /// Joins and leaves are O(1); a roster costs O(listing limit), never O(members), so a room of 100k members is as
-/// cheap to join as an empty one.
+/// cheap to join as an empty one. Listings sort the keys they page through, which is fine for the tens of
+/// thousands of connections one node holds and is not on any message path.
 public final class InMemoryBroker: Broker {
     private struct State {
         var connections: [ConnectionID: ConnectionInfo] = [:]
+        var roomsOfConnection: [ConnectionID: Set<RoomID>] = [:]
         var rooms: [RoomID: [ConnectionID: String]] = [:]
     }
 
@@ -22,12 +24,16 @@ public final class InMemoryBroker: Broker {
     }
 
     public func unregister(_ connection: ConnectionID) async {
-        _ = self.state.withLock { $0.connections.removeValue(forKey: connection) }
+        self.state.withLock { state in
+            state.connections.removeValue(forKey: connection)
+            state.roomsOfConnection.removeValue(forKey: connection)
+        }
     }
 
     public func join(_ room: RoomID, member: RoomMember, listing limit: Int) async throws -> RoomRoster {
         self.state.withLock { state in
             state.rooms[room, default: [:]][member.connection] = member.userId
+            state.roomsOfConnection[member.connection, default: []].insert(room)
             let members = state.rooms[room]!
             return RoomRoster(userIds: Array(members.values.prefix(limit)), count: members.count)
         }
@@ -37,6 +43,7 @@ public final class InMemoryBroker: Broker {
         self.state.withLock { state in
             state.rooms[room]?.removeValue(forKey: member.connection)
             if state.rooms[room]?.isEmpty == true { state.rooms.removeValue(forKey: room) }
+            state.roomsOfConnection[member.connection]?.remove(room)
         }
     }
 
@@ -44,10 +51,54 @@ public final class InMemoryBroker: Broker {
         self.local.deliver(frame, to: audience)
     }
 
-    public func connection(_ id: ConnectionID) async -> ConnectionInfo? {
-        self.state.withLock { $0.connections[id] }
+    public func send(_ command: ConnectionCommand, to connection: ConnectionID) {
+        self.local.perform(command, on: connection)
     }
 
-    /// Rooms with at least one member, for health and metrics.
+    public func connection(_ id: ConnectionID) async -> RegisteredConnection? {
+        self.state.withLock { state in
+            state.connections[id].map { RegisteredConnection(info: $0, rooms: Self.sorted(state.roomsOfConnection[id])) }
+        }
+    }
+
+    public func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection> {
+        self.state.withLock { state in
+            Self.page(state.connections.keys.map(\.rawValue), after: cursor, limit: limit) { key in
+                let id = ConnectionID(key)!
+                return RegisteredConnection(info: state.connections[id]!, rooms: Self.sorted(state.roomsOfConnection[id]))
+            }
+        }
+    }
+
+    public func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)> {
+        self.state.withLock { state in
+            Self.page(state.rooms.keys.map(\.rawValue), after: cursor, limit: limit) { key in
+                let room = RoomID(key)!
+                return (room, state.rooms[room]!.count)
+            }
+        }
+    }
+
+    public func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember> {
+        self.state.withLock { state in
+            let members = state.rooms[room] ?? [:]
+            return Self.page(members.keys.map(\.rawValue), after: cursor, limit: limit) { key in
+                let id = ConnectionID(key)!
+                return RoomMember(connection: id, userId: members[id]!)
+            }
+        }
+    }
+
+    /// Rooms with at least one member, for health and stats.
     public var roomCount: Int { self.state.withLock { $0.rooms.count } }
+
+    private static func sorted(_ rooms: Set<RoomID>?) -> [RoomID] {
+        (rooms ?? []).sorted { $0.rawValue < $1.rawValue }
+    }
+
+    private static func page<Item>(_ keys: [String], after cursor: String?, limit: Int, item: (String) -> Item) -> Page<Item> {
+        let sorted = keys.filter { cursor == nil || $0 > cursor! }.sorted()
+        let selected = sorted.prefix(limit)
+        return Page(items: selected.map(item), next: sorted.count > limit ? selected.last : nil)
+    }
 }

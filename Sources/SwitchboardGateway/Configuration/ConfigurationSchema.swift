@@ -207,6 +207,45 @@ public enum ConfigurationSchema {
             parse: { try Parse.duration($0) }
         ),
         .scalar(
+            "management.port",
+            \.managementPort,
+            default: "0",
+            "Port for the management API; 0 serves it on the gateway's port.",
+            parse: { text -> Int? in
+                let port = try Parse.int(text, in: 0...65535)
+                return port == 0 ? nil : port
+            }
+        ),
+        ConfigurationOption(
+            key: "management.access_keys",
+            shape: .map,
+            defaultText: "none",
+            summary: "AWS SigV4 credentials for the management API: ACCESS_KEY_ID=SECRET,..."
+        ) { configuration, value in
+            guard case .map(let keys) = value else { throw ConfigurationError(key: "management.access_keys", reason: "expected a map") }
+            for (id, secret) in keys where id.isEmpty || secret.isEmpty {
+                throw ConfigurationError(key: "management.access_keys", reason: "access key id and secret must not be empty")
+            }
+            configuration.managementAccessKeys = keys
+        },
+        .scalar(
+            "management.bearer_token",
+            \.managementBearerToken,
+            default: "none",
+            "A static token for the management API (Authorization: Bearer TOKEN), 16+ characters.",
+            parse: { text in
+                guard text.utf8.count >= 16 else { throw Parse.fail("must be at least 16 characters") }
+                return text
+            }
+        ),
+        .scalar(
+            "management.max_clock_skew",
+            \.managementMaxClockSkew,
+            default: "5m",
+            "How far a SigV4 request's X-Amz-Date may be from this server's clock.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
             "log.level",
             \.logLevel,
             default: "info",

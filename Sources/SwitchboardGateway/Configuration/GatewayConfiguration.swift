@@ -36,6 +36,16 @@ public struct GatewayConfiguration: Sendable {
     /// How long a close handshake the gateway started may take before the TCP connection is dropped.
     public var closeTimeout = Duration.seconds(5)
     public var logLevel = Logger.Level.info
+    /// A separate port for the management API (`nil`: the gateway's own port serves it).
+    public var managementPort: Int?
+    /// AWS Signature V4 secret keys by access key id, for SDK clients of the management API.
+    public var managementAccessKeys: [String: String] = [:]
+    /// A static bearer token accepted by the management API.
+    public var managementBearerToken: String?
+    public var managementMaxClockSkew = Duration.seconds(300)
+
+    /// Without credentials the management API answers loopback clients only.
+    public var managementIsOpen: Bool { self.managementAccessKeys.isEmpty && self.managementBearerToken == nil }
 
     public init() {}
 

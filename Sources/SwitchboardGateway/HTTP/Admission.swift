@@ -6,10 +6,11 @@ import SwitchboardCore
 /// Refusals carry an HTTP status and a message, as API Gateway answers a refused `$connect`.
 enum Admission {
     /// Paths the HTTP side owns; every other path accepts WebSocket upgrades (`/`, `/ws`, `/prod`, `/prod/ws`).
-    static let reservedPrefixes = ["/health", "/metrics", "/@connections", "/dashboard", "/client", "/demo"]
+    /// Any segment starting with `@` belongs to the management API.
+    static let reservedPrefixes = ["/health", "/metrics", "/dashboard", "/client", "/demo"]
 
     static func isWebSocketPath(_ path: String) -> Bool {
-        !self.reservedPrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
+        !self.reservedPrefixes.contains { path == $0 || path.hasPrefix($0 + "/") } && !path.contains("/@")
     }
 
     /// The connection to register, or the response that refuses it.
@@ -57,12 +58,13 @@ enum Admission {
         return (String(parts[0]), query)
     }
 
-    static func percentDecode(_ text: some StringProtocol) -> String {
+    /// Decodes `%XX` escapes (and `+` as a space in query strings); invalid escapes are dropped.
+    static func percentDecode(_ text: some StringProtocol, plusIsSpace: Bool = true) -> String {
         var bytes: [UInt8] = []
         var utf8 = text.utf8.makeIterator()
         while let byte = utf8.next() {
             switch byte {
-            case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "+") where plusIsSpace: bytes.append(UInt8(ascii: " "))
             case UInt8(ascii: "%"):
                 let high = utf8.next().flatMap(self.hexValue)
                 let low = utf8.next().flatMap(self.hexValue)

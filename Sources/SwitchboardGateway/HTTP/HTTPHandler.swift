@@ -7,10 +7,17 @@ import Synchronization
 struct GatewayResponse: Sendable {
     var status: HTTPResponseStatus
     var body: [UInt8]
+    var headers: [(name: String, value: String)] = []
 
     init(_ status: HTTPResponseStatus, json: JSONValue) {
         self.status = status
         self.body = json.jsonBytes
+    }
+
+    /// A response without a body (204, or 200 for a delivered `@connections` POST, as API Gateway answers).
+    init(_ status: HTTPResponseStatus) {
+        self.status = status
+        self.body = []
     }
 
     /// API Gateway's error shape: `{"message": …}`.
@@ -36,22 +43,52 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private let gateway: GatewayContext
     private let upgrade: UpgradeState
+    /// `nil` on a port that does not serve the management API.
+    private let management: ManagementAPI?
     private var request: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var bodyTooLarge = false
 
-    init(gateway: GatewayContext, upgrade: UpgradeState) {
+    init(gateway: GatewayContext, upgrade: UpgradeState, management: ManagementAPI?) {
         self.gateway = gateway
         self.upgrade = upgrade
+        self.management = management
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
-        case .head(let head): self.request = head
-        case .body: break
+        case .head(let head):
+            self.request = head
+            self.body = []
+            self.bodyTooLarge = false
+        case .body(let chunk):
+            // Bodies matter to the management API only, and never beyond the message limit: the rest is dropped
+            // and the request answered 413.
+            if self.body.count + chunk.readableBytes <= self.gateway.configuration.maxMessageBytes {
+                self.body.append(contentsOf: chunk.readableBytesView)
+            } else {
+                self.bodyTooLarge = true
+            }
         case .end:
             guard let head = self.request else { return }
             self.request = nil
-            let response = self.respond(to: head)
-            self.write(response, keepAlive: head.isKeepAlive && head.headers["upgrade"].isEmpty, context: context)
+            let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty && !self.bodyTooLarge
+            if let management = self.management, self.upgrade.rejection == nil, ManagementAPI.route(head.uri) != nil {
+                let request = ManagementRequest(
+                    method: head.method,
+                    uri: head.uri,
+                    headers: head.headers.map { ($0.name, $0.value) },
+                    body: self.body,
+                    bodyTooLarge: self.bodyTooLarge,
+                    remoteAddress: context.channel.remoteAddress
+                )
+                self.body = []
+                context.eventLoop.makeFutureWithTask { await management.handle(request) }.assumeIsolated().whenSuccess { response in
+                    self.write(response, keepAlive: keepAlive, context: context)
+                }
+                return
+            }
+            self.write(self.respond(to: head), keepAlive: keepAlive, context: context)
         }
     }
 
@@ -115,8 +152,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func write(_ response: GatewayResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: "application/json")
+        if !response.body.isEmpty { headers.add(name: "Content-Type", value: "application/json") }
         headers.add(name: "Content-Length", value: String(response.body.count))
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)

@@ -79,6 +79,59 @@ final class LocalHub: LocalDelivery {
         self.forEachShard { shard, allocator in shard.deliver(frame, to: audience, allocator: allocator) }
     }
 
+    func perform(_ command: ConnectionCommand, on connection: ConnectionID) {
+        self.forEachShard { shard, _ in shard.connections[connection]?.perform(command) }
+    }
+
+    /// What happened to a frame sent straight to one connection of this node.
+    enum DirectDelivery: Sendable {
+        case delivered
+        /// Its outbound queue is full (API Gateway's `LimitExceededException`).
+        case busy
+        /// No such connection on this node.
+        case notHere
+    }
+
+    func deliverDirect(_ frame: OutboundFrame, to id: ConnectionID) async -> DirectDelivery {
+        let results = await self.gather { shard -> DirectDelivery in
+            guard let handler = shard.connections[id] else { return .notHere }
+            guard handler.isWritable else { return .busy }
+            shard.deliver(frame, to: .connection(id), allocator: ByteBufferAllocator())
+            return .delivered
+        }
+        return results.first { if case .notHere = $0 { false } else { true } } ?? .notHere
+    }
+
+    /// How many connections of this node an audience reaches now.
+    func count(_ audience: Audience) async -> Int {
+        await self.gather { shard in
+            switch audience {
+            case .connection(let id): shard.connections[id] == nil ? 0 : 1
+            case .room(let room, let excluded): (shard.rooms[room]?.count ?? 0) - (excluded.flatMap { shard.rooms[room]?[$0] } == nil ? 0 : 1)
+            case .user(let userId): shard.users[userId]?.count ?? 0
+            case .everyone: shard.connections.count
+            }
+        }.reduce(0, +)
+    }
+
+    /// When each of these connections of this node last sent a message (milliseconds since 1970).
+    func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64] {
+        let maps = await self.gather { shard in
+            Dictionary(uniqueKeysWithValues: ids.compactMap { id in shard.connections[id].map { (id, $0.lastActiveAt) } })
+        }
+        return maps.reduce(into: [:]) { $0.merge($1) { first, _ in first } }
+    }
+
+    /// Runs `body` on every shard's loop and collects the results.
+    private func gather<T: Sendable>(_ body: @escaping @Sendable (Shard) -> T) async -> [T] {
+        var results: [T] = []
+        for bound in self.shards.values {
+            let result = try? await bound.eventLoop.submit { body(bound.value) }.get()
+            if let result { results.append(result) }
+        }
+        return results
+    }
+
     /// Runs `body` on every shard's loop (inline for the caller's own loop).
     func forEachShard(_ body: @escaping @Sendable (Shard, ByteBufferAllocator) -> Void) {
         for bound in self.shards.values {

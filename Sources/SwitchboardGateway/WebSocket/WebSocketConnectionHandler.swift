@@ -17,8 +17,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var session: WebSocketSession
     private var liveness: Liveness
     private var context: ChannelHandlerContext?
-    /// Messages that arrived while a registry call (join, leave) was in flight, handled in order after it.
-    private var backlog: [(ByteBuffer, isText: Bool)] = []  // an empty array allocates nothing
+    /// When the client last sent a message (milliseconds since 1970), for `GET @connections`.
+    private(set) var lastActiveAt: Int64
+    /// Work that arrived while a registry call (join, leave) was in flight, done in order after it.
+    private var backlog: [Pending] = []  // an empty array allocates nothing
     private var awaitingRegistry = false
     private var disconnected = false
     private var closeTimer: Scheduled<Void>?
@@ -27,6 +29,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let configuration = gateway.configuration
         self.info = info
         self.gateway = gateway
+        self.lastActiveAt = info.connectedAt
         self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
         self.liveness = Liveness(
             pingInterval: TimeAmount(configuration.pingInterval),
@@ -121,11 +124,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             break
         case .deliver(let buffer, let isText):
             self.liveness.messageReceived(at: .now())
-            if self.awaitingRegistry {
-                self.backlog.append((buffer, isText))
-            } else {
-                self.route(buffer, isText: isText)
-            }
+            self.enqueue(.message(buffer, isText: isText))
         case .pong(let payload):
             context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
         case .sendClose(let code, let reason):
@@ -174,12 +173,47 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     // MARK: Routing
 
+    private enum Pending {
+        case message(ByteBuffer, isText: Bool)
+        case command(ConnectionCommand)
+    }
+
+    private func enqueue(_ work: Pending) {
+        if self.awaitingRegistry {
+            self.backlog.append(work)
+        } else {
+            self.run(work)
+        }
+    }
+
+    private func run(_ work: Pending) {
+        switch work {
+        case .message(let buffer, let isText): self.route(buffer, isText: isText)
+        case .command(.join(let room)): self.join(room)
+        case .command(.leave(let room)): if self.rooms.contains(room) { self.leave(room) }
+        case .command(.close(let code, let reason)): self.close(code: code, reason: reason)
+        }
+    }
+
+    /// A backend's command (management API), in order with the client's own messages; closes act at once.
+    func perform(_ command: ConnectionCommand) {
+        if case .close(let code, let reason) = command {
+            self.close(code: code, reason: reason)
+        } else {
+            self.enqueue(.command(command))
+        }
+    }
+
+    /// Whether the outbound queue has room (it is under `limits.outbound_queue_bytes`).
+    var isWritable: Bool { self.session.isOpen && (self.context?.channel.isWritable ?? false) }
+
     private func route(_ buffer: ByteBuffer, isText: Bool) {
         let configuration = self.gateway.configuration
         let body = isText ? buffer.withUnsafeReadableBytes { try? JSONValue.parse($0) } : nil
         let selected = configuration.routeSelectionExpression.routeKey(for: body)
         let (key, target) = configuration.routes.resolve(selectedKey: selected)
         let now = self.gateway.wallClock()
+        self.lastActiveAt = now
         guard case .builtin(let app) = target else {
             self.send(ServerFrames.error("No route for \(selected ?? key)", timestamp: now))
             return
@@ -253,8 +287,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             self.awaitingRegistry = false
             if context.channel.isActive { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
             while !self.awaitingRegistry, self.session.isOpen, !self.backlog.isEmpty {
-                let (buffer, isText) = self.backlog.removeFirst()
-                self.route(buffer, isText: isText)
+                self.run(self.backlog.removeFirst())
             }
         }
     }

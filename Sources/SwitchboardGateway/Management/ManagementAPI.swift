@@ -1,0 +1,253 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+import Synchronization
+
+/// A management request as the HTTP handler read it.
+struct ManagementRequest: Sendable {
+    var method: HTTPMethod
+    /// The request target exactly as received (raw path and query), as SigV4 signs it.
+    var uri: String
+    var headers: [(name: String, value: String)]
+    var body: [UInt8]
+    /// The body went past the message limit; the rest was not kept.
+    var bodyTooLarge: Bool
+    var remoteAddress: SocketAddress?
+}
+
+/// Backends push through this API: API Gateway's `@connections` (so AWS SDKs work unchanged but for their endpoint)
+/// and Switchboard's own rooms, users, broadcast and listings, all under `/@…` with or without a `/{stage}` prefix.
+struct ManagementAPI: Sendable {
+    let gateway: GatewayContext
+    private let sigV4: SigV4Verifier
+
+    init(gateway: GatewayContext) {
+        self.gateway = gateway
+        let configuration = gateway.configuration
+        self.sigV4 = SigV4Verifier(
+            keys: configuration.managementAccessKeys,
+            maxClockSkewSeconds: configuration.managementMaxClockSkew.components.seconds
+        )
+    }
+
+    /// The path's segments after an optional stage, when the path is a management path (`/@…` or `/{stage}/@…`).
+    static func route(_ uri: String) -> [String]? {
+        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { Admission.percentDecode($0, plusIsSpace: false) }
+        if segments.count >= 2, !segments[0].hasPrefix("@"), segments[1].hasPrefix("@") { segments.removeFirst() }
+        guard let first = segments.first, first.hasPrefix("@") else { return nil }
+        return segments
+    }
+
+    func handle(_ request: ManagementRequest) async -> GatewayResponse {
+        var response: GatewayResponse
+        do {
+            response = try await self.dispatch(request)
+        } catch let error as ManagementError {
+            response = error.response
+        } catch {
+            self.gateway.logger.error("management request failed", metadata: ["error": "\(error)"])
+            response = ManagementError(status: .internalServerError, type: "InternalServerErrorException", message: "Internal server error").response
+        }
+        response.headers.append(("x-amzn-RequestId", ConnectionID.random().rawValue))
+        return response
+    }
+
+    private func dispatch(_ request: ManagementRequest) async throws -> GatewayResponse {
+        guard let segments = Self.route(request.uri) else { throw ManagementError.notFound("Not Found") }
+        if segments == ["@openapi.json"], request.method == .GET {
+            return GatewayResponse(.ok, json: try JSONValue.parse(OpenAPIDocument.json))
+        }
+        try self.authorize(request)
+        let query = Admission.split(request.uri).query
+        switch (request.method, segments.count, segments[0]) {
+        case (.GET, 1, "@connections"):
+            return try await self.listConnections(query)
+        case (_, 2, "@connections"):
+            let id = try self.connectionID(segments[1])
+            switch request.method {
+            case .POST: return try await self.post(request, to: id)
+            case .GET: return try await self.describe(id)
+            case .DELETE: return try await self.delete(id, query: query)
+            default: throw ManagementError.methodNotAllowed(request.method, "/@connections/{connectionId}")
+            }
+        case (.PUT, 4, "@connections") where segments[2] == "rooms", (.DELETE, 4, "@connections") where segments[2] == "rooms":
+            let id = try self.connectionID(segments[1])
+            let room = try self.roomID(segments[3])
+            guard await self.gateway.broker.connection(id) != nil else { throw ManagementError.gone(id.rawValue) }
+            self.gateway.broker.send(request.method == .PUT ? .join(room) : .leave(room), to: id)
+            return GatewayResponse(.noContent)
+        case (.GET, 1, "@rooms"):
+            let page = await self.gateway.broker.rooms(after: query["cursor"], limit: try self.limit(query))
+            return self.page(page) { ["roomId": .string($0.room.rawValue), "members": .number(String($0.members))] }
+        case (.GET, 3, "@rooms") where segments[2] == "members":
+            let page = await self.gateway.broker.members(of: try self.roomID(segments[1]), after: query["cursor"], limit: try self.limit(query))
+            return self.page(page) { ["connectionId": .string($0.connection.rawValue), "userId": .string($0.userId)] }
+        case (.POST, 2, "@rooms"):
+            let room = try self.roomID(segments[1])
+            return try await self.publish(request, query: query, to: .room(room), room: room)
+        case (.POST, 2, "@users"):
+            if let problem = Name.problem(with: segments[1], field: "userId") { throw ManagementError.badRequest(problem) }
+            return try await self.publish(request, query: query, to: .user(segments[1]), room: nil)
+        case (.POST, 1, "@broadcast"):
+            return try await self.publish(request, query: query, to: .everyone, room: nil)
+        case (.GET, 1, "@stats"):
+            return GatewayResponse(.ok, json: await self.stats())
+        default:
+            throw ManagementError.notFound("No management route for \(request.method) /\(segments.joined(separator: "/"))")
+        }
+    }
+
+    // MARK: Auth
+
+    private func authorize(_ request: ManagementRequest) throws(ManagementError) {
+        let configuration = self.gateway.configuration
+        if configuration.managementIsOpen {
+            guard request.remoteAddress.map(Self.isLoopback) ?? false else {
+                throw .forbidden("The management API has no credentials configured and answers loopback clients only")
+            }
+            return
+        }
+        let authorization = request.headers.first { $0.name.lowercased() == "authorization" }?.value ?? ""
+        if let token = configuration.managementBearerToken, authorization.hasPrefix("Bearer ") {
+            guard SigV4Verifier.constantTimeEqual(String(authorization.dropFirst("Bearer ".count)), token) else {
+                throw .forbidden("Invalid bearer token")
+            }
+            return
+        }
+        guard !configuration.managementAccessKeys.isEmpty else { throw .forbidden("Missing Authentication Token") }
+        let signed = SigV4Verifier.Request(method: request.method.rawValue, uri: request.uri, headers: request.headers, body: request.body)
+        if let problem = self.sigV4.problem(with: signed, nowEpochSeconds: self.gateway.wallClock() / 1000) {
+            throw .forbidden(problem)
+        }
+    }
+
+    static func isLoopback(_ address: SocketAddress) -> Bool {
+        guard let ip = address.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
+    }
+
+    // MARK: @connections
+
+    private func post(_ request: ManagementRequest, to id: ConnectionID) async throws -> GatewayResponse {
+        let frame = try self.frame(from: request)
+        switch await self.gateway.hub.deliverDirect(frame, to: id) {
+        case .delivered:
+            return GatewayResponse(.ok)
+        case .busy:
+            throw ManagementError.limitExceeded("The client's outbound buffer is full")
+        case .notHere:
+            // Not on this node: another node may hold it.
+            guard await self.gateway.broker.connection(id) != nil else { throw ManagementError.gone(id.rawValue) }
+            self.gateway.broker.publish(frame, to: .connection(id))
+            return GatewayResponse(.ok)
+        }
+    }
+
+    private func describe(_ id: ConnectionID) async throws -> GatewayResponse {
+        guard let entry = await self.gateway.broker.connection(id) else { throw ManagementError.gone(id.rawValue) }
+        let lastActive = await self.gateway.hub.lastActive([id])[id] ?? entry.info.connectedAt
+        return GatewayResponse(
+            .ok,
+            json: [
+                "connectedAt": .string(ISO8601.string(epochMilliseconds: entry.info.connectedAt)),
+                "identity": ["sourceIp": .string(entry.info.sourceIp), "userAgent": .string(entry.info.userAgent)],
+                "lastActiveAt": .string(ISO8601.string(epochMilliseconds: lastActive)),
+            ]
+        )
+    }
+
+    private func delete(_ id: ConnectionID, query: [String: String]) async throws -> GatewayResponse {
+        var code = CloseCode.normal
+        if let text = query["code"] {
+            guard let value = UInt16(text), CloseCode.isValidOnWire(value) else {
+                throw ManagementError.badRequest("code must be a close code a server may send: 1000-1003, 1007-1014 or 3000-4999")
+            }
+            code = value
+        }
+        let reason = query["reason"] ?? ""
+        guard reason.utf8.count <= 123 else { throw ManagementError.badRequest("reason must be at most 123 bytes of UTF-8") }
+        guard await self.gateway.broker.connection(id) != nil else { throw ManagementError.gone(id.rawValue) }
+        self.gateway.broker.send(.close(code: code, reason: reason), to: id)
+        return GatewayResponse(.noContent)
+    }
+
+    private func listConnections(_ query: [String: String]) async throws -> GatewayResponse {
+        let page = await self.gateway.broker.connections(after: query["cursor"], limit: try self.limit(query))
+        let lastActive = await self.gateway.hub.lastActive(page.items.map(\.info.id))
+        return self.page(page) { entry in
+            [
+                "connectionId": .string(entry.info.id.rawValue), "userId": .string(entry.info.userId),
+                "rooms": .array(entry.rooms.map { .string($0.rawValue) }),
+                "connectedAt": .string(ISO8601.string(epochMilliseconds: entry.info.connectedAt)),
+                "lastActiveAt": .string(ISO8601.string(epochMilliseconds: lastActive[entry.info.id] ?? entry.info.connectedAt)),
+                "sourceIp": .string(entry.info.sourceIp), "userAgent": .string(entry.info.userAgent),
+            ]
+        }
+    }
+
+    // MARK: Rooms, users, broadcast
+
+    /// Delivers the body (or, with `format=message`, a seed `message` frame around it) and reports how many
+    /// connections on this node received it.
+    private func publish(_ request: ManagementRequest, query: [String: String], to audience: Audience, room: RoomID?) async throws -> GatewayResponse {
+        var frame = try self.frame(from: request)
+        switch query["format"] ?? "raw" {
+        case "raw":
+            break
+        case "message":
+            guard let room else { throw ManagementError.badRequest("format=message needs a room: POST /@rooms/{roomId}") }
+            guard frame.kind == .text, let message = try? JSONValue.parse(frame.bytes) else {
+                throw ManagementError.badRequest("format=message needs a JSON body")
+            }
+            let sender = query["sender"] ?? "server"
+            if let problem = Name.problem(with: sender, field: "sender") { throw ManagementError.badRequest(problem) }
+            frame = ServerFrames.message(room, message: message, sender: sender, timestamp: self.gateway.wallClock())
+        default:
+            throw ManagementError.badRequest("format must be raw or message")
+        }
+        let delivered = await self.gateway.hub.count(audience)
+        self.gateway.broker.publish(frame, to: audience)
+        return GatewayResponse(.ok, json: ["delivered": .number(String(delivered))])
+    }
+
+    private func stats() async -> JSONValue {
+        let rooms = await self.gateway.broker.rooms(after: nil, limit: Int.max).items.count
+        return [
+            "connections": .number(String(self.gateway.activeConnections.load(ordering: .relaxed))),
+            "connectionsAccepted": .number(String(self.gateway.acceptedConnections.load(ordering: .relaxed))),
+            "rooms": .number(String(rooms)),
+            "eventLoops": .number(String(self.gateway.configuration.eventLoops)),
+            "draining": .bool(self.gateway.isDraining),
+            "uptimeSeconds": .number(String((self.gateway.wallClock() - self.gateway.startedAt) / 1000)),
+        ]
+    }
+
+    // MARK: Parsing
+
+    private func frame(from request: ManagementRequest) throws(ManagementError) -> OutboundFrame {
+        guard !request.bodyTooLarge else { throw .payloadTooLarge(limit: self.gateway.configuration.maxMessageBytes) }
+        return OutboundFrame(UTF8Validation.isValid(request.body) ? .text : .binary, request.body)
+    }
+
+    private func connectionID(_ text: String) throws(ManagementError) -> ConnectionID {
+        guard let id = ConnectionID(text) else { throw .badRequest("Invalid connectionId: '\(text.prefix(130))'") }
+        return id
+    }
+
+    private func roomID(_ text: String) throws(ManagementError) -> RoomID {
+        guard let room = RoomID(text) else { throw .badRequest(Name.problem(with: text, field: "roomId") ?? "Invalid roomId") }
+        return room
+    }
+
+    private func limit(_ query: [String: String]) throws(ManagementError) -> Int {
+        guard let text = query["limit"] else { return 100 }
+        guard let limit = Int(text), (1...1000).contains(limit) else { throw .badRequest("limit must be 1...1000") }
+        return limit
+    }
+
+    private func page<Item>(_ page: Page<Item>, item: (Item) -> JSONValue) -> GatewayResponse {
+        GatewayResponse(.ok, json: ["items": .array(page.items.map(item)), "next": page.next.map(JSONValue.string) ?? .null])
+    }
+}
