@@ -10,7 +10,7 @@ struct Switchboard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A WebSocket gateway speaking API Gateway's routes and the seed rooms protocol.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Send.self, Connections.self],
         defaultSubcommand: Serve.self
     )
 }

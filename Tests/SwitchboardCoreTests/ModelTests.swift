@@ -32,6 +32,7 @@ import Testing
     @Test func inMemoryBrokerRostersAreCappedWithTheTotal() async throws {
         final class Sink: LocalDelivery {
             func deliver(_ frame: OutboundFrame, to audience: Audience) {}
+            func perform(_ command: ConnectionCommand, on connection: ConnectionID) {}
         }
         let broker = InMemoryBroker(delivering: Sink())
         let room = RoomID("big")!

@@ -7,13 +7,8 @@ import pytest
 from rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
 from websockets.sync.client import connect
 
+from helpers import assert_quiet, recv_json, send_json
 
-def recv_json(ws, timeout=5):
-    return json.loads(ws.recv(timeout=timeout))
-
-
-def send_json(ws, **frame):
-    ws.send(json.dumps(frame))
 
 
 @pytest.fixture

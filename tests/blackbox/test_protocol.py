@@ -6,19 +6,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-
-def recv_json(ws, timeout=5):
-    return json.loads(ws.recv(timeout=timeout))
+from helpers import assert_quiet, recv_json, send_json
 
 
-def send_json(ws, **frame):
-    ws.send(json.dumps(frame))
-
-
-def assert_quiet(ws):
-    """Nothing else is queued for this client: a ping's pong is the very next frame."""
-    send_json(ws, action="ping")
-    assert recv_json(ws)["action"] == "pong"
 
 
 def test_ping_answers_pong_with_a_millisecond_timestamp(server):

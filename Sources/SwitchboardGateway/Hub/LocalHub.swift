@@ -95,7 +95,7 @@ final class LocalHub: LocalDelivery {
     func deliverDirect(_ frame: OutboundFrame, to id: ConnectionID) async -> DirectDelivery {
         let results = await self.gather { shard -> DirectDelivery in
             guard let handler = shard.connections[id] else { return .notHere }
-            guard handler.isWritable else { return .busy }
+            guard handler.hasRoom(for: frame.bytes.count) else { return .busy }
             shard.deliver(frame, to: .connection(id), allocator: ByteBufferAllocator())
             return .delivered
         }

@@ -34,7 +34,9 @@ struct ManagementAPI: Sendable {
     /// The path's segments after an optional stage, when the path is a management path (`/@…` or `/{stage}/@…`).
     static func route(_ uri: String) -> [String]? {
         let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map { Admission.percentDecode($0, plusIsSpace: false) }
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map {
+            Admission.percentDecode($0, plusIsSpace: false)
+        }
         if segments.count >= 2, !segments[0].hasPrefix("@"), segments[1].hasPrefix("@") { segments.removeFirst() }
         guard let first = segments.first, first.hasPrefix("@") else { return nil }
         return segments
@@ -59,6 +61,8 @@ struct ManagementAPI: Sendable {
         if segments == ["@openapi.json"], request.method == .GET {
             return GatewayResponse(.ok, json: try JSONValue.parse(OpenAPIDocument.json))
         }
+        // An oversized body was not kept, so it cannot be signature-checked: refuse it for its size first.
+        guard !request.bodyTooLarge else { throw ManagementError.payloadTooLarge(limit: self.gateway.configuration.maxMessageBytes) }
         try self.authorize(request)
         let query = Admission.split(request.uri).query
         switch (request.method, segments.count, segments[0]) {
@@ -131,7 +135,7 @@ struct ManagementAPI: Sendable {
     // MARK: @connections
 
     private func post(_ request: ManagementRequest, to id: ConnectionID) async throws -> GatewayResponse {
-        let frame = try self.frame(from: request)
+        let frame = self.frame(from: request)
         switch await self.gateway.hub.deliverDirect(frame, to: id) {
         case .delivered:
             return GatewayResponse(.ok)
@@ -191,8 +195,9 @@ struct ManagementAPI: Sendable {
 
     /// Delivers the body (or, with `format=message`, a seed `message` frame around it) and reports how many
     /// connections on this node received it.
-    private func publish(_ request: ManagementRequest, query: [String: String], to audience: Audience, room: RoomID?) async throws -> GatewayResponse {
-        var frame = try self.frame(from: request)
+    private func publish(_ request: ManagementRequest, query: [String: String], to audience: Audience, room: RoomID?) async throws -> GatewayResponse
+    {
+        var frame = self.frame(from: request)
         switch query["format"] ?? "raw" {
         case "raw":
             break
@@ -226,9 +231,8 @@ struct ManagementAPI: Sendable {
 
     // MARK: Parsing
 
-    private func frame(from request: ManagementRequest) throws(ManagementError) -> OutboundFrame {
-        guard !request.bodyTooLarge else { throw .payloadTooLarge(limit: self.gateway.configuration.maxMessageBytes) }
-        return OutboundFrame(UTF8Validation.isValid(request.body) ? .text : .binary, request.body)
+    private func frame(from request: ManagementRequest) -> OutboundFrame {
+        OutboundFrame(UTF8Validation.isValid(request.body) ? .text : .binary, request.body)
     }
 
     private func connectionID(_ text: String) throws(ManagementError) -> ConnectionID {

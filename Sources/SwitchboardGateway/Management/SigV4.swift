@@ -11,6 +11,8 @@ struct SigV4Verifier: Sendable {
     let keys: [String: String]
     /// How far the request's `X-Amz-Date` may be from the server's clock.
     let maxClockSkewSeconds: Int64
+    /// The service the credential must be scoped to: `execute-api` for the management API.
+    var service = "execute-api"
 
     struct Request {
         var method: String
@@ -36,7 +38,7 @@ struct SigV4Verifier: Sendable {
         let scope = credential.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
         guard scope.count == 5, scope[4] == "aws4_request" else { return "Credential scope is malformed" }
         let (accessKey, date, region, service) = (scope[0], scope[1], scope[2], scope[3])
-        guard service == "execute-api" else { return "Credential should be scoped to the execute-api service, not \(service)" }
+        guard service == self.service else { return "Credential should be scoped to the \(self.service) service, not \(service)" }
         guard let secret = self.keys[accessKey] else { return "The security token included in the request is invalid" }
         guard let amzDate = self.header("x-amz-date", in: request), amzDate.hasPrefix(date), let requestTime = Self.epochSeconds(amzDate) else {
             return "X-Amz-Date is missing or does not match the credential date"
@@ -51,20 +53,25 @@ struct SigV4Verifier: Sendable {
             let values = request.headers.filter { $0.name.lowercased() == name }.map { Self.trimHeaderValue($0.value) }
             canonicalHeaders += "\(name):\(values.joined(separator: ","))\n"
         }
-        let payloadHash = self.header("x-amz-content-sha256", in: request).flatMap { $0 == "UNSIGNED-PAYLOAD" ? nil : $0 } ?? Self.hex(SHA256.hash(data: request.body))
+        let payloadHash =
+            self.header("x-amz-content-sha256", in: request).flatMap { $0 == "UNSIGNED-PAYLOAD" ? nil : $0 }
+            ?? Self.hex(SHA256.hash(data: request.body))
         let (path, query) = Self.splitURI(request.uri)
         let canonicalRequest = [
             request.method, Self.uriEncode(path, keepSlash: true), Self.canonicalQuery(query), canonicalHeaders, signedHeaders, payloadHash,
         ].joined(separator: "\n")
         let credentialScope = "\(date)/\(region)/\(service)/aws4_request"
-        let stringToSign = ["AWS4-HMAC-SHA256", amzDate, credentialScope, Self.hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(separator: "\n")
+        let stringToSign = ["AWS4-HMAC-SHA256", amzDate, credentialScope, Self.hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(
+            separator: "\n"
+        )
         var key = SymmetricKey(data: Array("AWS4\(secret)".utf8))
         for step in [date, region, service, "aws4_request"] {
             key = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(step.utf8), using: key)))
         }
         let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
         guard Self.constantTimeEqual(expected, signature) else {
-            return "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+            return
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
         }
         return nil
     }

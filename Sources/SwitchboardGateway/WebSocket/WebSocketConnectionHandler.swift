@@ -204,8 +204,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         }
     }
 
-    /// Whether the outbound queue has room (it is under `limits.outbound_queue_bytes`).
-    var isWritable: Bool { self.session.isOpen && (self.context?.channel.isWritable ?? false) }
+    /// Whether `bytes` more fit in the outbound queue under `limits.outbound_queue_bytes`. A backend's direct send
+    /// that would not fit is refused (429) rather than written, so the backend learns to slow down and the
+    /// client is not dropped for it.
+    func hasRoom(for bytes: Int) -> Bool {
+        guard self.session.isOpen, let channel = self.context?.channel, channel.isWritable else { return false }
+        let queued = (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+        return queued + bytes <= self.gateway.configuration.outboundQueueBytes
+    }
 
     private func route(_ buffer: ByteBuffer, isText: Bool) {
         let configuration = self.gateway.configuration
