@@ -29,12 +29,14 @@ public final class Gateway: Service {
     ) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
         let hub = LocalHub(group: self.group)
+        let hasIntegrations = configuration.routes.routes.values.contains { if case .integration = $0 { true } else { false } }
         self.gateway = GatewayContext(
             configuration: configuration,
             broker: makeBroker(hub),
             hub: hub,
             logger: logger,
-            wallClock: wallClock ?? GatewayContext.systemWallClock
+            wallClock: wallClock ?? GatewayContext.systemWallClock,
+            integrations: hasIntegrations ? IntegrationClient(group: self.group, configuration: configuration) : nil
         )
     }
 
@@ -66,6 +68,7 @@ public final class Gateway: Service {
         await self.drain()
         for sweep in sweeps { sweep.cancel() }
         for server in servers { try? await server.close() }
+        await self.gateway.integrations?.shutdown()
         try await self.group.shutdownGracefully()
         self.gateway.logger.info("stopped")
     }
@@ -134,19 +137,27 @@ public final class Gateway: Service {
                 case .failure(let refusal):
                     upgrade.value.rejection = refusal.response
                     return channel.eventLoop.makeSucceededFuture(nil)
-                case .success(let info):
-                    return channel.eventLoop.makeFutureWithTask { try await gateway.broker.register(info) }
-                        .map { () -> HTTPHeaders? in
-                            upgrade.value.registered = info
-                            gateway.activeConnections.add(1, ordering: .relaxed)
-                            gateway.acceptedConnections.add(1, ordering: .relaxed)
-                            return HTTPHeaders()
-                        }
-                        .recover { error in
+                case .success(let admitted):
+                    return channel.eventLoop.makeFutureWithTask { () async throws -> ConnectionInfo in
+                        let info = try await Admission.runConnectRoute(admitted, head: head, gateway: gateway)
+                        try await gateway.broker.register(info)
+                        return info
+                    }
+                    .map { info -> HTTPHeaders? in
+                        upgrade.value.registered = info
+                        gateway.activeConnections.add(1, ordering: .relaxed)
+                        gateway.acceptedConnections.add(1, ordering: .relaxed)
+                        return HTTPHeaders()
+                    }
+                    .recover { error in
+                        if let refusal = error as? GatewayResponseError {
+                            upgrade.value.rejection = refusal.response
+                        } else {
                             gateway.logger.error("registering a connection failed", metadata: ["error": "\(error)"])
                             upgrade.value.rejection = .message(.internalServerError, "Internal server error")
-                            return nil
                         }
+                        return nil
+                    }
                 }
             },
             upgradePipelineHandler: { channel, _ in

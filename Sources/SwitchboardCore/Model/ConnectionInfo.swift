@@ -10,14 +10,30 @@ public struct ConnectionInfo: Sendable, Hashable {
     public var userAgent: String
     /// The first path segment of the upgrade request (`/prod` → `prod`), or `nil` for `/` and `/ws`.
     public var stage: String?
+    /// The `Host` the client connected to, reported to integrations as `domainName`.
+    public var domainName: String
+    /// What `$connect` attached (an integration's `context`, JWT claims): integrations receive it as
+    /// `requestContext.authorizer`.
+    public var authorizer: [String: String]
 
-    public init(id: ConnectionID, userId: String, connectedAt: Int64, sourceIp: String, userAgent: String, stage: String?) {
+    public init(
+        id: ConnectionID,
+        userId: String,
+        connectedAt: Int64,
+        sourceIp: String,
+        userAgent: String,
+        stage: String?,
+        domainName: String = "localhost",
+        authorizer: [String: String] = [:]
+    ) {
         self.id = id
         self.userId = userId
         self.connectedAt = connectedAt
         self.sourceIp = sourceIp
         self.userAgent = userAgent
         self.stage = stage
+        self.domainName = domainName
+        self.authorizer = authorizer
     }
 }
 

@@ -14,6 +14,9 @@ public enum BuiltinApp: String, CaseIterable, Sendable, Hashable {
 /// What serves a route.
 public enum RouteTarget: Sendable, Hashable {
     case builtin(BuiltinApp)
+    /// An HTTP backend that receives API Gateway's Lambda-proxy event. With `routeResponse`, the reply's `body`
+    /// goes back to the client (API Gateway's two-way route).
+    case integration(url: String, routeResponse: Bool)
 }
 
 /// Route keys to targets, with API Gateway's special keys.
@@ -39,16 +42,26 @@ public struct RouteTable: Sendable, Hashable {
 
     /// Validates a route map read from configuration.
     public init(_ routes: [String: RouteTarget]) throws(ConfigurationError) {
-        for (key, _) in routes where key == Self.connectKey || key == Self.disconnectKey {
-            throw ConfigurationError(
-                key: "routes",
-                reason: "\(key) is served by the gateway itself; built-in apps answer messages only"
-            )
+        for (key, target) in routes where key == Self.connectKey || key == Self.disconnectKey {
+            guard case .integration = target else {
+                throw ConfigurationError(key: "routes", reason: "\(key) can be served by an HTTP integration only; built-in apps answer messages")
+            }
         }
-        for key in routes.keys where key.isEmpty || (key.hasPrefix("$") && key != Self.defaultKey) {
-            throw ConfigurationError(key: "routes", reason: "'\(key)' is not a route key (use a name or $default)")
+        for key in routes.keys where key.isEmpty || (key.hasPrefix("$") && ![Self.defaultKey, Self.connectKey, Self.disconnectKey].contains(key)) {
+            throw ConfigurationError(key: "routes", reason: "'\(key)' is not a route key (use a name, $default, $connect or $disconnect)")
         }
         self.routes = routes
+    }
+
+    /// The table with `overrides` replacing or adding routes.
+    public func merging(_ overrides: [String: RouteTarget]) throws(ConfigurationError) -> RouteTable {
+        try RouteTable(self.routes.merging(overrides) { _, new in new })
+    }
+
+    /// The integration URL serving `$connect` or `$disconnect`, if any.
+    public func integration(for key: String) -> (url: String, routeResponse: Bool)? {
+        if case .integration(let url, let routeResponse) = self.routes[key] { return (url, routeResponse) }
+        return nil
     }
 
     /// The route a message takes: its selected key when a route has that key, `$default` otherwise.

@@ -43,6 +43,7 @@ public enum ConfigurationLoader {
             }
             try option.apply(option.value(fromString: text), to: &configuration)
         }
+        try configuration.resolveIntegrations()
         try configuration.validate()
         return configuration
     }

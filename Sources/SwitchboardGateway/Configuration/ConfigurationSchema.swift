@@ -245,6 +245,65 @@ public enum ConfigurationSchema {
             "How far a SigV4 request's X-Amz-Date may be from this server's clock.",
             parse: { try Parse.duration($0) }
         ),
+        ConfigurationOption(
+            key: "integrations",
+            shape: .map,
+            defaultText: "none",
+            summary: "Route key to HTTP backend URL receiving API Gateway's Lambda-proxy events, e.g.\n"
+                + "  $connect=http://127.0.0.1:9000/connect,$default=http://127.0.0.1:9000/message."
+        ) { configuration, value in
+            guard case .map(let map) = value else { throw ConfigurationError(key: "integrations", reason: "expected a map of route key to URL") }
+            configuration.integrations = map
+        },
+        ConfigurationOption(
+            key: "integration.route_responses",
+            shape: .list,
+            defaultText: "none",
+            summary: "Routes whose integration reply body is sent back to the client (two-way routes)."
+        ) { configuration, value in
+            guard case .list(let keys) = value else { throw ConfigurationError(key: "integration.route_responses", reason: "expected a list") }
+            configuration.integrationRouteResponses = Set(keys)
+        },
+        .scalar(
+            "integration.timeout",
+            \.integrationTimeout,
+            default: "29s",
+            "How long a backend may take to answer an event.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "integration.max_concurrency",
+            \.integrationMaxConcurrency,
+            default: "100",
+            "Concurrent requests (pooled keep-alive connections) per backend host.",
+            parse: { try Parse.int($0, in: 1...10_000) }
+        ),
+        ConfigurationOption(
+            key: "integration.headers",
+            shape: .map,
+            defaultText: "none",
+            summary: "Extra headers on every integration request: name=value,..."
+        ) { configuration, value in
+            guard case .map(let map) = value else { throw ConfigurationError(key: "integration.headers", reason: "expected a map") }
+            configuration.integrationHeaders = map
+        },
+        .scalar(
+            "integration.disconnect_retry_for",
+            \.integrationDisconnectRetryFor,
+            default: "60s",
+            "Retry a failed $disconnect delivery, with backoff, for this long.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "api_id",
+            \.apiId,
+            default: "switchboard",
+            "requestContext.apiId in integration events.",
+            parse: { text in
+                if let problem = Name.problem(with: text, field: "api_id") { throw Parse.fail(problem) }
+                return text
+            }
+        ),
         .scalar(
             "log.level",
             \.logLevel,

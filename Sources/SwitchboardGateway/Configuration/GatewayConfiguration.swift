@@ -43,11 +43,37 @@ public struct GatewayConfiguration: Sendable {
     /// A static bearer token accepted by the management API.
     public var managementBearerToken: String?
     public var managementMaxClockSkew = Duration.seconds(300)
+    /// Route keys served by HTTP integrations, with their URLs; merged into `routes` when the configuration is loaded.
+    public var integrations: [String: String] = [:]
+    /// Routes whose integration reply `body` is sent back to the client (API Gateway's two-way routes).
+    public var integrationRouteResponses: Set<String> = []
+    public var integrationTimeout = Duration.seconds(29)
+    public var integrationMaxConcurrency = 100
+    public var integrationHeaders: [String: String] = [:]
+    /// How long a failed `$disconnect` delivery is retried, with backoff, before it is given up (and logged).
+    public var integrationDisconnectRetryFor = Duration.seconds(60)
+    /// `requestContext.apiId` in events.
+    public var apiId = "switchboard"
 
     /// Without credentials the management API answers loopback clients only.
     public var managementIsOpen: Bool { self.managementAccessKeys.isEmpty && self.managementBearerToken == nil }
 
     public init() {}
+
+    /// Puts the configured integrations into the route table (an integration replaces an app on the same key).
+    public mutating func resolveIntegrations() throws(ConfigurationError) {
+        var overrides: [String: RouteTarget] = [:]
+        for (key, url) in self.integrations {
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                throw ConfigurationError(key: "integrations", reason: "route '\(key)': '\(url)' is not an http:// or https:// URL")
+            }
+            overrides[key] = .integration(url: url, routeResponse: self.integrationRouteResponses.contains(key))
+        }
+        for key in self.integrationRouteResponses where self.integrations[key] == nil {
+            throw ConfigurationError(key: "integration.route_responses", reason: "route '\(key)' has no integration")
+        }
+        self.routes = try self.routes.merging(overrides)
+    }
 
     /// Checks that hold between keys; single values are checked as they are read.
     public func validate() throws(ConfigurationError) {

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
@@ -39,23 +40,67 @@ enum Admission {
             connectedAt: gateway.wallClock(),
             sourceIp: remoteAddress?.ipAddress ?? "",
             userAgent: head.headers.first(name: "user-agent") ?? "",
-            stage: stage
+            stage: stage,
+            domainName: head.headers.first(name: "host") ?? "localhost"
         )
         return .success(info)
     }
 
+    /// Runs the `$connect` integration, when there is one: a 2xx reply admits the connection (with the reply's
+    /// `context` attached), any other status refuses the upgrade with that status and the reply's body, and a
+    /// backend that fails or is unreachable refuses it with 500, as API Gateway does.
+    static func runConnectRoute(_ admitted: ConnectionInfo, head: HTTPRequestHead, gateway: GatewayContext) async throws -> ConnectionInfo {
+        guard let connect = gateway.configuration.routes.integration(for: RouteTable.connectKey) else { return admitted }
+        let handshake = LambdaProxyEvent.Handshake(
+            headers: head.headers.map { ($0.name, $0.value) },
+            query: self.queryPairs(head.uri)
+        )
+        let event = LambdaProxyEvent.make(
+            .connect,
+            routeKey: RouteTable.connectKey,
+            connection: admitted,
+            apiId: gateway.configuration.apiId,
+            requestId: ConnectionID.random().rawValue,
+            now: gateway.wallClock(),
+            handshake: handshake
+        )
+        let reply: IntegrationReply
+        do {
+            reply = try await gateway.invoke(connect.url, event: event)
+        } catch {
+            throw GatewayResponseError(.message(.internalServerError, "Internal server error"))
+        }
+        guard reply.isSuccess else {
+            let status = HTTPResponseStatus(statusCode: reply.statusCode)
+            throw GatewayResponseError(GatewayResponse(status, body: reply.body ?? Array(status.reasonPhrase.utf8)))
+        }
+        var info = admitted
+        info.authorizer.merge(reply.context) { _, new in new }
+        if let userId = reply.context["userId"] {
+            if let problem = Name.problem(with: userId, field: "userId") {
+                gateway.logger.error("$connect integration returned a bad userId", metadata: ["problem": "\(problem)"])
+                throw GatewayResponseError(.message(.internalServerError, "Internal server error"))
+            }
+            info.userId = userId
+        }
+        return info
+    }
+
+    /// The query's decoded name/value pairs in order, repeats kept.
+    static func queryPairs(_ uri: String) -> [(name: String, value: String)] {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return [] }
+        return parts[1].split(separator: "&").map { pair in
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (self.percentDecode(kv[0]), kv.count == 2 ? self.percentDecode(kv[1]) : "")
+        }
+    }
+
     /// Splits a request target into its path and its decoded query parameters (the first value of each name wins).
     static func split(_ uri: String) -> (path: String, query: [String: String]) {
-        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         var query: [String: String] = [:]
-        if parts.count == 2 {
-            for pair in parts[1].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let name = self.percentDecode(kv[0])
-                if query[name] == nil { query[name] = kv.count == 2 ? self.percentDecode(kv[1]) : "" }
-            }
-        }
-        return (String(parts[0]), query)
+        for (name, value) in self.queryPairs(uri) where query[name] == nil { query[name] = value }
+        return (String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]), query)
     }
 
     /// Decodes `%XX` escapes (and `+` as a space in query strings); invalid escapes are dropped.

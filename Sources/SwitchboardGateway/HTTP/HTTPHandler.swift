@@ -20,6 +20,13 @@ struct GatewayResponse: Sendable {
         self.body = []
     }
 
+    /// A backend's body passed through (a refused `$connect`): JSON when it parses as JSON, text otherwise.
+    init(_ status: HTTPResponseStatus, body: [UInt8]) {
+        self.status = status
+        self.body = body
+        if (try? JSONValue.parse(body)) == nil { self.headers.append(("Content-Type", "text/plain; charset=utf-8")) }
+    }
+
     /// API Gateway's error shape: `{"message": …}`.
     static func message(_ status: HTTPResponseStatus, _ message: String) -> GatewayResponse {
         GatewayResponse(status, json: ["message": .string(message)])
@@ -152,7 +159,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func write(_ response: GatewayResponse, keepAlive: Bool, context: ChannelHandlerContext) {
         var headers = HTTPHeaders()
-        if !response.body.isEmpty { headers.add(name: "Content-Type", value: "application/json") }
+        if !response.body.isEmpty, !response.headers.contains(where: { $0.name == "Content-Type" }) {
+            headers.add(name: "Content-Type", value: "application/json")
+        }
         headers.add(name: "Content-Length", value: String(response.body.count))
         for (name, value) in response.headers { headers.add(name: name, value: value) }
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")

@@ -225,6 +225,9 @@ struct ManagementAPI: Sendable {
             "rooms": .number(String(rooms)),
             "eventLoops": .number(String(self.gateway.configuration.eventLoops)),
             "draining": .bool(self.gateway.isDraining),
+            "integrationRequests": .number(String(self.gateway.integrationRequests.load(ordering: .relaxed))),
+            "integrationErrors": .number(String(self.gateway.integrationErrors.load(ordering: .relaxed))),
+            "disconnectDeliveryAttempts": .number(String(self.gateway.disconnectDeliveryAttempts.load(ordering: .relaxed))),
             "uptimeSeconds": .number(String((self.gateway.wallClock() - self.gateway.startedAt) / 1000)),
         ]
     }

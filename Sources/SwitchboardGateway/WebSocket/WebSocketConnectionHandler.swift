@@ -220,10 +220,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let (key, target) = configuration.routes.resolve(selectedKey: selected)
         let now = self.gateway.wallClock()
         self.lastActiveAt = now
-        guard case .builtin(let app) = target else {
+        switch target {
+        case .builtin(let app):
+            self.runApp(app, buffer: buffer, isText: isText, body: body, selected: selected, now: now)
+        case .integration(let url, let routeResponse):
+            self.runIntegration(url: url, routeKey: key, routeResponse: routeResponse, buffer: buffer, isText: isText, now: now)
+        case .none:
             self.send(ServerFrames.error("No route for \(selected ?? key)", timestamp: now))
-            return
         }
+    }
+
+    private func runApp(_ app: BuiltinApp, buffer: ByteBuffer, isText: Bool, body: JSONValue?, selected: String?, now: Int64) {
         let request = AppRequest(selectedKey: selected, body: body, isBinary: !isText)
         for effect in BuiltinApps.handle(app, request: request, userId: self.info.userId, rooms: self.rooms, now: now) {
             switch effect {
@@ -236,11 +243,42 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         }
     }
 
+    /// Sends the message to its backend as a MESSAGE event; a two-way route's reply body goes back to the client.
+    /// A failing backend gets the client API Gateway's error frame.
+    private func runIntegration(url: String, routeKey: String, routeResponse: Bool, buffer: ByteBuffer, isText: Bool, now: Int64) {
+        let requestId = ConnectionID.random().rawValue
+        let event = LambdaProxyEvent.make(
+            .message,
+            routeKey: routeKey,
+            connection: self.info,
+            apiId: self.gateway.configuration.apiId,
+            requestId: requestId,
+            now: now,
+            body: (Array(buffer.readableBytesView), !isText)
+        )
+        let gateway = self.gateway
+        self.awaitBackend {
+            try await gateway.invoke(url, event: event)
+        } then: { result in
+            switch result {
+            case .success(let reply) where reply.isSuccess:
+                if routeResponse, let body = reply.body {
+                    self.send(OutboundFrame(reply.bodyIsBinary ? .binary : .text, body))
+                }
+            default:
+                let frame: JSONValue = [
+                    "message": "Internal server error", "connectionId": .string(self.info.id.rawValue), "requestId": .string(requestId),
+                ]
+                self.send(.text(frame))
+            }
+        }
+    }
+
     private var member: RoomMember { RoomMember(connection: self.info.id, userId: self.info.userId) }
 
     private func join(_ room: RoomID) {
         let (broker, member, limit) = (self.gateway.broker, self.member, self.gateway.configuration.maxMembersListed)
-        self.awaitRegistry {
+        self.awaitBackend {
             try await broker.join(room, member: member, listing: limit)
         } then: { result in
             guard !self.disconnected else {
@@ -272,16 +310,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.shard.leave(room, self)
         let (broker, member, presence) = (self.gateway.broker, self.member, self.gateway.configuration.presence)
         let now = self.gateway.wallClock()
-        self.awaitRegistry {
+        self.awaitBackend {
             await broker.leave(room, member: member)
         } then: { _ in
             if presence { broker.publish(ServerFrames.userLeft(room, userId: member.userId, timestamp: now), to: .room(room)) }
         }
     }
 
-    /// Runs a registry call off the loop and holds this connection's later messages (and reads) until it answers,
-    /// so a client that sends `joinRoom` then `sendMessage` sees them handled in that order.
-    private func awaitRegistry<T: Sendable>(
+    /// Runs a registry or integration call off the loop and holds this connection's later messages (and reads)
+    /// until it answers, so a client's messages are handled, and reach its backend, in the order it sent them.
+    private func awaitBackend<T: Sendable>(
         _ operation: @escaping @Sendable () async throws -> T,
         then completion: @escaping (Result<T, any Error>) -> Void
     ) {
@@ -312,8 +350,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
         )
-        let (gateway, member, rooms) = (self.gateway, self.member, self.rooms)
+        let (gateway, member, rooms, info) = (self.gateway, self.member, self.rooms, self.info)
         context.eventLoop.makeFutureWithTask {
+            await Self.deliverDisconnect(info, status: status, gateway: gateway)
             for room in rooms {
                 await gateway.broker.leave(room, member: member)
                 if gateway.configuration.presence {
@@ -324,6 +363,35 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             await gateway.broker.unregister(member.connection)
             gateway.activeConnections.subtract(1, ordering: .relaxed)
         }.whenComplete { _ in }
+    }
+}
+
+extension WebSocketConnectionHandler {
+    /// Delivers `$disconnect` to its integration at least once: a failed or timed-out attempt is retried with
+    /// exponential backoff (250 ms doubling to 5 s) for `integration.disconnect_retry_for`. API Gateway tries once.
+    static func deliverDisconnect(_ info: ConnectionInfo, status: (code: UInt16, reason: String), gateway: GatewayContext) async {
+        guard let disconnect = gateway.configuration.routes.integration(for: RouteTable.disconnectKey) else { return }
+        let event = LambdaProxyEvent.make(
+            .disconnect,
+            routeKey: RouteTable.disconnectKey,
+            connection: info,
+            apiId: gateway.configuration.apiId,
+            requestId: ConnectionID.random().rawValue,
+            now: gateway.wallClock(),
+            close: status
+        )
+        let deadline = ContinuousClock.now + gateway.configuration.integrationDisconnectRetryFor
+        var delay = Duration.milliseconds(250)
+        while true {
+            gateway.disconnectDeliveryAttempts.add(1, ordering: .relaxed)
+            if (try? await gateway.invoke(disconnect.url, event: event)) != nil { return }
+            guard ContinuousClock.now + delay < deadline else {
+                gateway.logger.error("$disconnect not delivered; gave up", metadata: ["connectionId": "\(info.id)", "url": "\(disconnect.url)"])
+                return
+            }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(5))
+        }
     }
 }
 
