@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
+import Prometheus
 import ServiceLifecycle
 import SwitchboardCore
 import Synchronization
@@ -20,15 +21,18 @@ public final class Gateway: Service {
     ///   - configuration: the validated configuration.
     ///   - logger: where connection events and errors go.
     ///   - wallClock: milliseconds since 1970 for frame timestamps; tests may fix it.
+    ///   - metrics: the registry `/metrics` exposes (pass the one bootstrapped into swift-metrics to export both).
     ///   - makeBroker: builds the broker given this node's local delivery (in-memory unless a cluster is set up).
     public init(
         configuration: GatewayConfiguration,
         logger: Logger,
         wallClock: (@Sendable () -> Int64)? = nil,
+        metrics registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         makeBroker: (any LocalDelivery) -> any Broker = { InMemoryBroker(delivering: $0) }
     ) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
-        let hub = LocalHub(group: self.group)
+        let metrics = GatewayMetrics(registry: registry, routes: configuration.routes)
+        let hub = LocalHub(group: self.group, metrics: metrics)
         let hasIntegrations = configuration.routes.routes.values.contains { if case .integration = $0 { true } else { false } }
         self.gateway = GatewayContext(
             configuration: configuration,
@@ -36,7 +40,8 @@ public final class Gateway: Service {
             hub: hub,
             logger: logger,
             wallClock: wallClock ?? GatewayContext.systemWallClock,
-            integrations: hasIntegrations ? IntegrationClient(group: self.group, configuration: configuration) : nil
+            integrations: hasIntegrations ? IntegrationClient(group: self.group, configuration: configuration) : nil,
+            metrics: metrics
         )
     }
 
@@ -135,6 +140,7 @@ public final class Gateway: Service {
             shouldUpgrade: { channel, head in
                 switch Admission.evaluate(head, remoteAddress: channel.remoteAddress, gateway: gateway) {
                 case .failure(let refusal):
+                    gateway.metrics.rejected(refusal.reason)
                     upgrade.value.rejection = refusal.response
                     return channel.eventLoop.makeSucceededFuture(nil)
                 case .success(let admitted):
@@ -147,12 +153,15 @@ public final class Gateway: Service {
                         upgrade.value.registered = info
                         gateway.activeConnections.add(1, ordering: .relaxed)
                         gateway.acceptedConnections.add(1, ordering: .relaxed)
+                        gateway.metrics.connectionsAccepted.increment()
                         return HTTPHeaders()
                     }
                     .recover { error in
                         if let refusal = error as? GatewayResponseError {
+                            gateway.metrics.rejected(refusal.reason)
                             upgrade.value.rejection = refusal.response
                         } else {
+                            gateway.metrics.rejected("internal")
                             gateway.logger.error("registering a connection failed", metadata: ["error": "\(error)"])
                             upgrade.value.rejection = .message(.internalServerError, "Internal server error")
                         }

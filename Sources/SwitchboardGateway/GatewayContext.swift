@@ -19,9 +19,10 @@ final class GatewayContext: Sendable {
     let acceptedConnections = Atomic<Int>(0)
     /// HTTP backends, when any route has one.
     let integrations: IntegrationClient?
-    let integrationRequests = Atomic<Int>(0)
-    let integrationErrors = Atomic<Int>(0)
-    let disconnectDeliveryAttempts = Atomic<Int>(0)
+    let metrics: GatewayMetrics
+    /// Subsystem loggers (`subsystem` metadata), each with its own level from `log.levels`.
+    let managementLogger: Logger
+    let integrationLogger: Logger
 
     init(
         configuration: GatewayConfiguration,
@@ -29,25 +30,40 @@ final class GatewayContext: Sendable {
         hub: LocalHub,
         logger: Logger,
         wallClock: @escaping @Sendable () -> Int64,
-        integrations: IntegrationClient?
+        integrations: IntegrationClient?,
+        metrics: GatewayMetrics
     ) {
+        func subsystem(_ name: String) -> Logger {
+            var derived = logger
+            derived[metadataKey: "subsystem"] = "\(name)"
+            derived.logLevel = configuration.logLevels[name] ?? configuration.logLevel
+            return derived
+        }
         self.configuration = configuration
         self.broker = broker
         self.hub = hub
-        self.logger = logger
+        self.logger = subsystem("connections")
+        self.managementLogger = subsystem("management")
+        self.integrationLogger = subsystem("integrations")
         self.wallClock = wallClock
         self.startedAt = wallClock()
         self.integrations = integrations
+        self.metrics = metrics
     }
 
-    /// Posts an event to a backend, counting the request and any failure.
-    func invoke(_ url: String, event: JSONValue) async throws(IntegrationError) -> IntegrationReply {
-        self.integrationRequests.add(1, ordering: .relaxed)
+    /// Posts an event to a backend, recording its latency and any failure for `route`.
+    func invoke(_ url: String, event: JSONValue, route: String, requestId: String) async throws(IntegrationError) -> IntegrationReply {
+        let started = ContinuousClock.now
         do {
-            return try await self.integrations!.invoke(url, event: event)
+            let reply = try await self.integrations!.invoke(url, event: event)
+            self.metrics.integration(route: route, latency: ContinuousClock.now - started, failed: false)
+            return reply
         } catch {
-            self.integrationErrors.add(1, ordering: .relaxed)
-            self.logger.warning("integration failed", metadata: ["url": "\(url)", "error": "\(error)"])
+            self.metrics.integration(route: route, latency: ContinuousClock.now - started, failed: true)
+            self.integrationLogger.warning(
+                "integration failed",
+                metadata: ["route": "\(route)", "requestId": "\(requestId)", "url": "\(url)", "error": "\(error)"]
+            )
             throw error
         }
     }

@@ -10,7 +10,7 @@ import Testing
         return BuiltinApps.handle(app, request: request, userId: "alice", rooms: rooms, now: 42)
     }
 
-    func error(_ message: String) -> [AppEffect] { [.reply(ServerFrames.error(message, timestamp: 42))] }
+    func error(_ message: String) -> [AppEffect] { [.error(message)] }
 
     @Test func pingAnswersPong() {
         #expect(self.handle(.ping, #"{"action":"ping"}"#) == [.reply(.text(["action": "pong", "timestamp": 42]))])
@@ -61,7 +61,7 @@ import Testing
         #expect(BuiltinApps.handle(.echo, request: binary, userId: "u", rooms: [], now: 1) == [.echo])
         #expect(
             BuiltinApps.handle(.ping, request: binary, userId: "u", rooms: [], now: 1)
-                == [.reply(ServerFrames.error("Binary frames are not supported by this route", timestamp: 1))]
+                == [.error("Binary frames are not supported by this route")]
         )
     }
 }

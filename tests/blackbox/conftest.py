@@ -68,6 +68,14 @@ class Server:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def log_events(self) -> list[dict]:
+        """The server's JSON log lines."""
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
+
+    def disconnects(self) -> list[tuple[int, str]]:
+        """(close code, reason) of every $disconnect the server logged."""
+        return [(int(e["closeCode"]), e["closeReason"]) for e in self.log_events() if e["msg"] == "disconnected"]
+
     def signal(self, signum: int) -> None:
         os.kill(self.process.pid, signum)
 

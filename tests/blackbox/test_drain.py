@@ -34,9 +34,8 @@ def drain_with(server, clients):
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server draining")
     assert server.process.wait(timeout=10) == 0
     assert time.monotonic() - started < 10
-    output = server.output()
-    assert output.count("closeCode=1001 closeReason=server draining") == 3
-    assert "stopped" in output
+    assert server.disconnects() == [(1001, "server draining")] * 3
+    assert server.log_events()[-1]["msg"] == "stopped"
 
 
 def test_sigterm_with_an_unresponsive_client_still_exits_within_the_grace_period(start_server, rawws_factory):

@@ -18,6 +18,8 @@ public struct AppRequest: Sendable {
 public enum AppEffect: Sendable, Hashable {
     /// A frame to the requesting connection.
     case reply(OutboundFrame)
+    /// The request was wrong: the gateway answers `{"action":"error","message":…}` and counts a client error.
+    case error(String)
     /// The inbound frame back to its sender, unchanged.
     case echo
     /// Join a room: the gateway answers `joinedRoom` and tells the others (`userJoined`) when presence is on.
@@ -42,7 +44,7 @@ public enum BuiltinApps {
         rooms: Set<RoomID>,
         now: Int64
     ) -> [AppEffect] {
-        func error(_ message: String) -> [AppEffect] { [.reply(ServerFrames.error(message, timestamp: now))] }
+        func error(_ message: String) -> [AppEffect] { [.error(message)] }
 
         if app == .echo { return [.echo] }
         if request.isBinary { return error("Binary frames are not supported by this route") }

@@ -311,6 +311,29 @@ public enum ConfigurationSchema {
             "trace, debug, info, notice, warning, error or critical.",
             parse: { try Parse.choice($0, of: Logger.Level.self) }
         ),
+        ConfigurationOption(
+            key: "log.levels",
+            shape: .map,
+            defaultText: "none",
+            summary: "Levels per subsystem: connections, management, integrations (e.g. integrations=debug)."
+        ) { configuration, value in
+            guard case .map(let map) = value else { throw ConfigurationError(key: "log.levels", reason: "expected a map") }
+            var levels: [String: Logger.Level] = [:]
+            for (subsystem, level) in map {
+                guard ["connections", "management", "integrations"].contains(subsystem) else {
+                    throw ConfigurationError(key: "log.levels", reason: "unknown subsystem '\(subsystem)' (connections, management, integrations)")
+                }
+                levels[subsystem] = try Parse.choice(level, of: Logger.Level.self)
+            }
+            configuration.logLevels = levels
+        },
+        .scalar(
+            "log.format",
+            \.logFormat,
+            default: "json",
+            "json: one JSON object per line; text: for people.",
+            parse: { try Parse.choice($0, of: GatewayConfiguration.LogFormat.self) }
+        ),
     ]
 
     /// The `--help` text for all keys, in lines short enough not to be re-wrapped.

@@ -36,6 +36,15 @@ public struct GatewayConfiguration: Sendable {
     /// How long a close handshake the gateway started may take before the TCP connection is dropped.
     public var closeTimeout = Duration.seconds(5)
     public var logLevel = Logger.Level.info
+    /// Levels for subsystems (`connections`, `management`, `integrations`) that differ from `logLevel`.
+    public var logLevels: [String: Logger.Level] = [:]
+    /// `json` lines (the default, for log shippers) or `text` for people.
+    public var logFormat = LogFormat.json
+
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case json
+        case text
+    }
     /// A separate port for the management API (`nil`: the gateway's own port serves it).
     public var managementPort: Int?
     /// AWS Signature V4 secret keys by access key id, for SDK clients of the management API.

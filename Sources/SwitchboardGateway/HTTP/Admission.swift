@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import Prometheus
 import SwitchboardCore
 
 /// `$connect` for the built-in gateway: decides whether an upgrade request becomes a registered connection.
@@ -21,14 +22,14 @@ enum Admission {
         gateway: GatewayContext
     ) -> Result<ConnectionInfo, GatewayResponseError> {
         if gateway.isDraining {
-            return .failure(GatewayResponseError(.message(.serviceUnavailable, "Server is draining; reconnect to another node")))
+            return .failure(GatewayResponseError(.message(.serviceUnavailable, "Server is draining; reconnect to another node"), reason: "draining"))
         }
         let (path, query) = self.split(head.uri)
-        guard self.isWebSocketPath(path) else { return .failure(GatewayResponseError(.message(.notFound, "Not Found"))) }
+        guard self.isWebSocketPath(path) else { return .failure(GatewayResponseError(.message(.notFound, "Not Found"), reason: "not_found")) }
         var userId = "anonymous"
         if let requested = query["userId"] {
             if let problem = Name.problem(with: requested, field: "userId") {
-                return .failure(GatewayResponseError(.message(.badRequest, problem)))
+                return .failure(GatewayResponseError(.message(.badRequest, problem), reason: "bad_request"))
             }
             userId = requested
         }
@@ -51,6 +52,7 @@ enum Admission {
     /// backend that fails or is unreachable refuses it with 500, as API Gateway does.
     static func runConnectRoute(_ admitted: ConnectionInfo, head: HTTPRequestHead, gateway: GatewayContext) async throws -> ConnectionInfo {
         guard let connect = gateway.configuration.routes.integration(for: RouteTable.connectKey) else { return admitted }
+        let requestId = ConnectionID.random().rawValue
         let handshake = LambdaProxyEvent.Handshake(
             headers: head.headers.map { ($0.name, $0.value) },
             query: self.queryPairs(head.uri)
@@ -60,26 +62,29 @@ enum Admission {
             routeKey: RouteTable.connectKey,
             connection: admitted,
             apiId: gateway.configuration.apiId,
-            requestId: ConnectionID.random().rawValue,
+            requestId: requestId,
             now: gateway.wallClock(),
             handshake: handshake
         )
         let reply: IntegrationReply
         do {
-            reply = try await gateway.invoke(connect.url, event: event)
+            reply = try await gateway.invoke(connect.url, event: event, route: RouteTable.connectKey, requestId: requestId)
         } catch {
-            throw GatewayResponseError(.message(.internalServerError, "Internal server error"))
+            throw GatewayResponseError(.message(.internalServerError, "Internal server error"), reason: "integration_error")
         }
         guard reply.isSuccess else {
             let status = HTTPResponseStatus(statusCode: reply.statusCode)
-            throw GatewayResponseError(GatewayResponse(status, body: reply.body ?? Array(status.reasonPhrase.utf8)))
+            throw GatewayResponseError(
+                GatewayResponse(status, body: reply.body ?? Array(status.reasonPhrase.utf8)),
+                reason: "integration_\(reply.statusCode)"
+            )
         }
         var info = admitted
         info.authorizer.merge(reply.context) { _, new in new }
         if let userId = reply.context["userId"] {
             if let problem = Name.problem(with: userId, field: "userId") {
                 gateway.logger.error("$connect integration returned a bad userId", metadata: ["problem": "\(problem)"])
-                throw GatewayResponseError(.message(.internalServerError, "Internal server error"))
+                throw GatewayResponseError(.message(.internalServerError, "Internal server error"), reason: "integration_error")
             }
             info.userId = userId
         }
@@ -130,11 +135,13 @@ enum Admission {
     }
 }
 
-/// A refusal as an `Error`, so it can travel through futures and `Result`.
+/// A refusal as an `Error`, so it can travel through futures and `Result`; `reason` labels the rejection metric.
 struct GatewayResponseError: Error {
     let response: GatewayResponse
+    let reason: String
 
-    init(_ response: GatewayResponse) {
+    init(_ response: GatewayResponse, reason: String) {
         self.response = response
+        self.reason = reason
     }
 }

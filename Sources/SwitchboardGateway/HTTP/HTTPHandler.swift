@@ -55,6 +55,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var request: HTTPRequestHead?
     private var body: [UInt8] = []
     private var bodyTooLarge = false
+    /// The dashboard's event stream, while one is open on this connection.
+    private var eventStream: RepeatedTask?
 
     init(gateway: GatewayContext, upgrade: UpgradeState, management: ManagementAPI?) {
         self.gateway = gateway
@@ -80,6 +82,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard let head = self.request else { return }
             self.request = nil
             let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty && !self.bodyTooLarge
+            let path = Admission.split(head.uri).path
+            if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(path) {
+                self.serveTelemetry(path, head: head, context: context)
+                return
+            }
             if let management = self.management, self.upgrade.rejection == nil, ManagementAPI.route(head.uri) != nil {
                 let request = ManagementRequest(
                     method: head.method,
@@ -99,7 +106,54 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// `/metrics` (open, for scrapers), and the dashboard page and its event stream (behind the management API's auth).
+    private func serveTelemetry(_ path: String, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let gateway = self.gateway
+        if path == "/metrics" {
+            context.eventLoop.makeFutureWithTask { await gateway.prometheusText() }.assumeIsolated().whenSuccess { text in
+                var response = GatewayResponse(.ok, body: Array(text.utf8))
+                response.headers = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]
+                self.write(response, keepAlive: head.isKeepAlive, context: context)
+            }
+            return
+        }
+        guard let management = self.management else {
+            self.write(.message(.notFound, "Not Found"), keepAlive: head.isKeepAlive, context: context)
+            return
+        }
+        do {
+            try management.authorizeDashboard(
+                uri: head.uri,
+                headers: head.headers.map { ($0.name, $0.value) },
+                remoteAddress: context.channel.remoteAddress
+            )
+        } catch {
+            self.write(error.response, keepAlive: head.isKeepAlive, context: context)
+            return
+        }
+        if path == "/dashboard" {
+            var response = GatewayResponse(.ok, body: Array(DashboardPage.html.utf8))
+            response.headers = [("Content-Type", "text/html; charset=utf-8")]
+            self.write(response, keepAlive: head.isKeepAlive, context: context)
+            return
+        }
+        // Server-sent events: one snapshot a second until the browser goes away.
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/event-stream")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.eventStream = context.eventLoop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+            bound.eventLoop.makeFutureWithTask { await gateway.dashboardSnapshot() }.map { snapshot in
+                let context = bound.value
+                let event = context.channel.allocator.buffer(string: "data: \(snapshot.jsonString)\n\n")
+                context.writeAndFlush(NIOAny(HTTPServerResponsePart.body(.byteBuffer(event))), promise: nil)
+            }
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        self.eventStream?.cancel()
         if let info = self.upgrade.registered {
             self.upgrade.registered = nil
             let broker = self.gateway.broker

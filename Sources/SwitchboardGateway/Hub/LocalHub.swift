@@ -1,4 +1,5 @@
 import NIOCore
+import Prometheus
 import SwitchboardCore
 
 /// This node's connections, sharded by event loop: each shard is owned by one loop and touched only there, so
@@ -32,40 +33,60 @@ final class LocalHub: LocalDelivery {
             if self.rooms[room]?.isEmpty == true { self.rooms.removeValue(forKey: room) }
         }
 
+        let metrics: GatewayMetrics
+
+        init(metrics: GatewayMetrics) {
+            self.metrics = metrics
+        }
+
         func deliver(_ frame: OutboundFrame, to audience: Audience, allocator: ByteBufferAllocator) {
             let buffer = allocator.buffer(bytes: frame.bytes)
             switch audience {
             case .connection(let id):
-                self.connections[id]?.send(buffer, kind: frame.kind, flush: true)
+                guard let handler = self.connections[id] else { return }
+                handler.send(buffer, kind: frame.kind, flush: true)
+                self.count(1, frame)
             case .room(let room, let excluded):
                 guard let members = self.rooms[room] else { return }
-                Self.send(buffer, kind: frame.kind, to: members.values, excluding: excluded)
+                self.count(Self.send(buffer, kind: frame.kind, to: members.values, excluding: excluded), frame)
             case .user(let userId):
                 guard let connections = self.users[userId] else { return }
-                Self.send(buffer, kind: frame.kind, to: connections.values, excluding: nil)
+                self.count(Self.send(buffer, kind: frame.kind, to: connections.values, excluding: nil), frame)
             case .everyone:
-                Self.send(buffer, kind: frame.kind, to: self.connections.values, excluding: nil)
+                self.count(Self.send(buffer, kind: frame.kind, to: self.connections.values, excluding: nil), frame)
             }
         }
 
+        private func count(_ recipients: Int, _ frame: OutboundFrame) {
+            guard recipients > 0 else { return }
+            self.metrics.messagesSent.increment(by: Int64(recipients))
+            self.metrics.bytesSent.increment(by: Int64(recipients * frame.bytes.count))
+        }
+
         /// Writes to every recipient first and flushes after, so one syscall batch serves the whole fan-out.
+        /// Returns how many recipients there were.
         private static func send(
             _ buffer: ByteBuffer,
             kind: OutboundFrame.Kind,
             to handlers: some Collection<WebSocketConnectionHandler>,
             excluding excluded: ConnectionID?
-        ) {
-            for handler in handlers where handler.info.id != excluded { handler.send(buffer, kind: kind, flush: false) }
+        ) -> Int {
+            var recipients = 0
+            for handler in handlers where handler.info.id != excluded {
+                handler.send(buffer, kind: kind, flush: false)
+                recipients += 1
+            }
             for handler in handlers where handler.info.id != excluded { handler.flush() }
+            return recipients
         }
     }
 
     private let shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>]
 
-    init(group: any EventLoopGroup) {
+    init(group: any EventLoopGroup, metrics: GatewayMetrics) {
         var shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>] = [:]
         for loop in group.makeIterator() {
-            shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(), eventLoop: loop)
+            shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics), eventLoop: loop)
         }
         self.shards = shards
     }
@@ -120,6 +141,11 @@ final class LocalHub: LocalDelivery {
             Dictionary(uniqueKeysWithValues: ids.compactMap { id in shard.connections[id].map { (id, $0.lastActiveAt) } })
         }
         return maps.reduce(into: [:]) { $0.merge($1) { first, _ in first } }
+    }
+
+    /// Bytes queued in connections' outbound buffers, summed over this node.
+    func queuedBytes() async -> Int {
+        await self.gather { shard in shard.connections.values.reduce(0) { $0 + $1.queuedBytes } }.reduce(0, +)
     }
 
     /// Runs `body` on every shard's loop and collects the results.

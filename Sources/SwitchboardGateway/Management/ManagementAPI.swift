@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import Prometheus
 import SwitchboardCore
 import Synchronization
 
@@ -49,7 +50,8 @@ struct ManagementAPI: Sendable {
         } catch let error as ManagementError {
             response = error.response
         } catch {
-            self.gateway.logger.error("management request failed", metadata: ["error": "\(error)"])
+            self.gateway.metrics.executionErrors.increment()
+            self.gateway.managementLogger.error("management request failed", metadata: ["error": "\(error)"])
             response = ManagementError(status: .internalServerError, type: "InternalServerErrorException", message: "Internal server error").response
         }
         response.headers.append(("x-amzn-RequestId", ConnectionID.random().rawValue))
@@ -125,6 +127,21 @@ struct ManagementAPI: Sendable {
         if let problem = self.sigV4.problem(with: signed, nowEpochSeconds: self.gateway.wallClock() / 1000) {
             throw .forbidden(problem)
         }
+    }
+
+    /// The dashboard's check: the same credentials, with the bearer token also accepted as `?token=`, since a
+    /// browser's `EventSource` cannot send headers.
+    func authorizeDashboard(uri: String, headers: [(name: String, value: String)], remoteAddress: SocketAddress?) throws(ManagementError) {
+        var headers = headers
+        if let token = Admission.split(uri).query["token"] { headers.append(("Authorization", "Bearer \(token)")) }
+        guard !self.gateway.configuration.managementIsOpen || remoteAddress.map(Self.isLoopback) == true else {
+            throw .forbidden("The dashboard has no credentials configured and answers loopback clients only")
+        }
+        if self.gateway.configuration.managementIsOpen { return }
+        guard let token = self.gateway.configuration.managementBearerToken,
+            let given = headers.last(where: { $0.name.lowercased() == "authorization" })?.value, given.hasPrefix("Bearer "),
+            SigV4Verifier.constantTimeEqual(String(given.dropFirst("Bearer ".count)), token)
+        else { throw .forbidden("The dashboard needs the management bearer token: /dashboard?token=TOKEN") }
     }
 
     static func isLoopback(_ address: SocketAddress) -> Bool {
@@ -225,9 +242,7 @@ struct ManagementAPI: Sendable {
             "rooms": .number(String(rooms)),
             "eventLoops": .number(String(self.gateway.configuration.eventLoops)),
             "draining": .bool(self.gateway.isDraining),
-            "integrationRequests": .number(String(self.gateway.integrationRequests.load(ordering: .relaxed))),
-            "integrationErrors": .number(String(self.gateway.integrationErrors.load(ordering: .relaxed))),
-            "disconnectDeliveryAttempts": .number(String(self.gateway.disconnectDeliveryAttempts.load(ordering: .relaxed))),
+
             "uptimeSeconds": .number(String((self.gateway.wallClock() - self.gateway.startedAt) / 1000)),
         ]
     }

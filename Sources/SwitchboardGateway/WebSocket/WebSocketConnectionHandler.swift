@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOWebSocket
+import Prometheus
 import SwitchboardCore
 import Synchronization
 
@@ -83,6 +84,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         // The client stopped reading and its queue passed the bound: it is dropped, not waited on, so memory stays
         // bounded. Closed on the next loop turn, outside whatever fan-out wrote the last frame.
         let limit = self.gateway.configuration.outboundQueueBytes
+        self.gateway.metrics.slowConsumerCloses.increment()
         _ = self.session.close(code: self.gateway.configuration.slowConsumerCloseCode, reason: "slow consumer: over \(limit) bytes queued")
         context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
     }
@@ -110,9 +112,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func flush() { self.context?.flush() }
 
+    /// A frame for this connection alone (replies, errors); fan-out is counted by the hub in batches.
     private func send(_ frame: OutboundFrame) {
         guard let context else { return }
         self.send(context.channel.allocator.buffer(bytes: frame.bytes), kind: frame.kind, flush: true)
+        self.gateway.metrics.messagesSent.increment()
+        self.gateway.metrics.bytesSent.increment(by: Int64(frame.bytes.count))
+    }
+
+    /// Bytes written to this connection and not yet taken by the kernel.
+    var queuedBytes: Int {
+        (try? self.context?.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
     }
 
     // MARK: Session actions
@@ -128,14 +138,25 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         case .pong(let payload):
             context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
         case .sendClose(let code, let reason):
+            self.countClientError(code)
             self.writeClose(code: code, reason: reason)
             let timeout = TimeAmount(self.gateway.configuration.closeTimeout)
             self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { context.close(promise: nil) }
         case .sendCloseAndDisconnect(let code, let reason):
+            if let code { self.countClientError(code) }
             self.writeClose(code: code, reason: reason).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .disconnect:
             context.close(promise: nil)
         }
+    }
+
+    /// Closes the gateway starts because the client broke a rule are client errors, by rule.
+    private func countClientError(_ code: UInt16) {
+        let reasons: [UInt16: String] = [
+            CloseCode.protocolError: "protocol_error", CloseCode.unsupportedData: "unsupported_data",
+            CloseCode.invalidPayload: "invalid_utf8", CloseCode.messageTooBig: "message_too_big",
+        ]
+        if let reason = reasons[code] { self.gateway.metrics.clientError(reason) }
     }
 
     @discardableResult
@@ -209,8 +230,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// client is not dropped for it.
     func hasRoom(for bytes: Int) -> Bool {
         guard self.session.isOpen, let channel = self.context?.channel, channel.isWritable else { return false }
-        let queued = (try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
-        return queued + bytes <= self.gateway.configuration.outboundQueueBytes
+        return self.queuedBytes + bytes <= self.gateway.configuration.outboundQueueBytes
     }
 
     private func route(_ buffer: ByteBuffer, isText: Bool) {
@@ -220,6 +240,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let (key, target) = configuration.routes.resolve(selectedKey: selected)
         let now = self.gateway.wallClock()
         self.lastActiveAt = now
+        self.gateway.metrics.received(route: key, bytes: buffer.readableBytes)
         switch target {
         case .builtin(let app):
             self.runApp(app, buffer: buffer, isText: isText, body: body, selected: selected, now: now)
@@ -235,7 +256,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         for effect in BuiltinApps.handle(app, request: request, userId: self.info.userId, rooms: self.rooms, now: now) {
             switch effect {
             case .reply(let frame): self.send(frame)
-            case .echo: self.send(buffer, kind: isText ? .text : .binary, flush: true)
+            case .error(let message):
+                self.gateway.metrics.clientError("bad_message")
+                self.send(ServerFrames.error(message, timestamp: now))
+            case .echo:
+                self.send(buffer, kind: isText ? .text : .binary, flush: true)
+                self.gateway.metrics.messagesSent.increment()
+                self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
             case .join(let room): self.join(room)
             case .leave(let room): self.leave(room)
@@ -258,7 +285,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         )
         let gateway = self.gateway
         self.awaitBackend {
-            try await gateway.invoke(url, event: event)
+            try await gateway.invoke(url, event: event, route: routeKey, requestId: requestId)
         } then: { result in
             switch result {
             case .success(let reply) where reply.isSuccess:
@@ -291,14 +318,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             case .success(let roster):
                 let isNew = self.rooms.insert(room).inserted
                 if isNew { self.shard.join(room, self) }
-                self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count))
+                // Presence goes out before the joiner hears `joinedRoom`: whatever the joiner's answer sets off
+                // (another client joining, say) then happens after it, so nobody gets a stale `userJoined`.
                 if isNew, self.gateway.configuration.presence {
                     broker.publish(
                         ServerFrames.userJoined(room, userId: member.userId, timestamp: now),
                         to: .room(room, excluding: member.connection)
                     )
                 }
+                self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count))
             case .failure(let error):
+                self.gateway.metrics.executionErrors.increment()
                 self.gateway.logger.error("join failed", metadata: ["connectionId": "\(member.connection)", "room": "\(room)", "error": "\(error)"])
                 self.send(ServerFrames.error("Could not join room; try again", timestamp: now))
             }
@@ -346,6 +376,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.backlog.removeAll()
         self.shard.remove(self)
         let status = self.session.closeStatus ?? (CloseCode.abnormal, "")
+        self.gateway.metrics.disconnected(code: status.code)
         self.gateway.logger.info(
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
@@ -371,22 +402,28 @@ extension WebSocketConnectionHandler {
     /// exponential backoff (250 ms doubling to 5 s) for `integration.disconnect_retry_for`. API Gateway tries once.
     static func deliverDisconnect(_ info: ConnectionInfo, status: (code: UInt16, reason: String), gateway: GatewayContext) async {
         guard let disconnect = gateway.configuration.routes.integration(for: RouteTable.disconnectKey) else { return }
+        let requestId = ConnectionID.random().rawValue
         let event = LambdaProxyEvent.make(
             .disconnect,
             routeKey: RouteTable.disconnectKey,
             connection: info,
             apiId: gateway.configuration.apiId,
-            requestId: ConnectionID.random().rawValue,
+            requestId: requestId,
             now: gateway.wallClock(),
             close: status
         )
         let deadline = ContinuousClock.now + gateway.configuration.integrationDisconnectRetryFor
         var delay = Duration.milliseconds(250)
         while true {
-            gateway.disconnectDeliveryAttempts.add(1, ordering: .relaxed)
-            if (try? await gateway.invoke(disconnect.url, event: event)) != nil { return }
+            gateway.metrics.disconnectDeliveryAttempts.increment()
+            if (try? await gateway.invoke(disconnect.url, event: event, route: RouteTable.disconnectKey, requestId: requestId)) != nil {
+                return
+            }
             guard ContinuousClock.now + delay < deadline else {
-                gateway.logger.error("$disconnect not delivered; gave up", metadata: ["connectionId": "\(info.id)", "url": "\(disconnect.url)"])
+                gateway.integrationLogger.error(
+                    "$disconnect not delivered; gave up",
+                    metadata: ["connectionId": "\(info.id)", "requestId": "\(requestId)", "url": "\(disconnect.url)"]
+                )
                 return
             }
             try? await Task.sleep(for: delay)
