@@ -157,6 +157,7 @@ struct ManagementAPI: Sendable {
         case .delivered:
             return GatewayResponse(.ok)
         case .busy:
+            self.gateway.metrics.throttled("client_buffer_full")
             throw ManagementError.limitExceeded("The client's outbound buffer is full")
         case .notHere:
             // Not on this node: another node may hold it.

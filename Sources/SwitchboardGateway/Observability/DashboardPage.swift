@@ -112,7 +112,7 @@ enum DashboardPage {
             g.stroke();
           });
         }
-        const source = new EventSource("events" + location.search);
+        const source = new EventSource(location.pathname.replace(/\/$/, "") + "/events" + location.search);
         source.onmessage = event => render(JSON.parse(event.data));
         source.onerror = () => text("status", "disconnected, retrying…");
         </script>
