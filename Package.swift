@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The model: ids, frames of the seed protocol, route selection, rooms, the Broker protocol.
@@ -34,11 +35,23 @@ let package = Package(
             dependencies: [],
             swiftSettings: swiftSettings
         ),
+        // A small RESP2/RESP3 client on SwiftNIO: commands, pipelining, pub/sub, AUTH, SELECT, TLS, reconnects.
+        .target(
+            name: "SwitchboardRedis",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The node: SwiftNIO WebSocket data path, HTTP side, built-in apps, configuration.
         .target(
             name: "SwitchboardGateway",
             dependencies: [
                 "SwitchboardCore",
+                "SwitchboardRedis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -69,6 +82,11 @@ let package = Package(
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwitchboardRedisTests",
+            dependencies: ["SwitchboardRedis", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

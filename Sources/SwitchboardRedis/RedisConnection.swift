@@ -1,0 +1,242 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// Why a Redis call failed.
+public struct RedisError: Error, CustomStringConvertible, Sendable {
+    public enum Code: Sendable {
+        /// The connection could not be made or was lost; the client reconnects on the next call.
+        case connection
+        case timeout
+        /// Redis answered with an error reply (`-ERR …`, `-WRONGPASS …`).
+        case server
+        case configuration
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "Redis \(self.code): \(self.message)" }
+}
+
+/// Where Redis is and how to log in: `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS (ElastiCache
+/// in-transit encryption).
+public struct RedisConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    public var username: String?
+    public var password: String?
+    public var database: Int
+    public var tls: Bool
+    public var connectTimeout: TimeAmount = .seconds(5)
+    public var commandTimeout: TimeAmount = .seconds(5)
+
+    public init(url: String) throws(RedisError) {
+        let tls = url.hasPrefix("rediss://")
+        guard tls || url.hasPrefix("redis://") else { throw RedisError(.configuration, "'\(url)' is not a redis:// or rediss:// URL") }
+        var rest = Substring(url.dropFirst(tls ? 9 : 8))
+        var database = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            if !path.isEmpty {
+                guard let db = Int(path), db >= 0 else { throw RedisError(.configuration, "'\(path)' is not a database number") }
+                database = db
+            }
+            rest = rest[..<slash]
+        }
+        var username: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                let user = credentials[..<colon]
+                username = user.isEmpty ? nil : String(user)
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                password = String(credentials)
+            }
+        }
+        var host = String(rest)
+        var port = 6379
+        if let colon = rest.lastIndex(of: ":") {
+            guard let value = Int(rest[rest.index(after: colon)...]), (1...65535).contains(value) else {
+                throw RedisError(.configuration, "bad port in '\(url)'")
+            }
+            port = value
+            host = String(rest[..<colon])
+        }
+        guard !host.isEmpty else { throw RedisError(.configuration, "no host in '\(url)'") }
+        (self.host, self.port, self.username, self.password, self.database, self.tls) = (host, port, username, password, database, tls)
+    }
+}
+
+/// Encodes commands and matches replies to them in order, so any number can be in flight (pipelining). Pub/sub
+/// messages (`message`, `pmessage`, and RESP3 pushes) go to `onPush` instead.
+final class RESPHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = (command: [RedisArgument], promise: EventLoopPromise<RESPValue>)
+    typealias OutboundOut = ByteBuffer
+
+    private var pending = CircularBuffer<EventLoopPromise<RESPValue>>()
+    private var buffer = ByteBuffer()
+    private let onPush: (@Sendable (RESPValue) -> Void)?
+
+    init(onPush: (@Sendable (RESPValue) -> Void)?) {
+        self.onPush = onPush
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let (command, reply) = self.unwrapOutboundIn(data)
+        var out = context.channel.allocator.buffer(capacity: 64)
+        RESPParser.encode(command, into: &out)
+        self.pending.append(reply)
+        context.write(self.wrapOutboundOut(out), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = self.unwrapInboundIn(data)
+        self.buffer.writeBuffer(&incoming)
+        do {
+            while let value = try RESPParser.parse(&self.buffer) {
+                if let onPush, Self.isPush(value) {
+                    onPush(value)
+                } else if let promise = self.pending.popFirst() {
+                    promise.succeed(value)
+                }
+            }
+            self.buffer.discardReadBytes()
+        } catch {
+            self.failAll(RedisError(.connection, "\(error)"))
+            context.close(promise: nil)
+        }
+    }
+
+    private static func isPush(_ value: RESPValue) -> Bool {
+        if case .push = value { return true }
+        guard case .array(let elements?) = value, let kind = elements.first?.string else { return false }
+        return kind == "message" || kind == "pmessage"
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.failAll(RedisError(.connection, "connection closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.failAll(RedisError(.connection, "\(error)"))
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: RedisError) {
+        while let promise = self.pending.popFirst() { promise.fail(error) }
+    }
+}
+
+/// One open connection to Redis, logged in and on its database.
+final class RedisConnection: Sendable {
+    let channel: any Channel
+    private let timeout: TimeAmount
+
+    private init(channel: any Channel, timeout: TimeAmount) {
+        self.channel = channel
+        self.timeout = timeout
+    }
+
+    static func connect(
+        _ configuration: RedisConfiguration,
+        group: any EventLoopGroup,
+        onPush: (@Sendable (RESPValue) -> Void)? = nil
+    ) async throws(RedisError) -> RedisConnection {
+        let channel: any Channel
+        do {
+            let tls = try configuration.tls ? NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(configuration.connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: configuration.host))
+                        }
+                        try channel.pipeline.syncOperations.addHandler(RESPHandler(onPush: onPush))
+                    }
+                }
+                .connect(host: configuration.host, port: configuration.port).get()
+        } catch {
+            throw RedisError(.connection, "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+        }
+        let connection = RedisConnection(channel: channel, timeout: configuration.commandTimeout)
+        do {
+            if let password = configuration.password {
+                let auth: [RedisArgument] = configuration.username.map { ["AUTH", .string($0), .string(password)] } ?? ["AUTH", .string(password)]
+                _ = try await connection.send(auth)
+            }
+            if configuration.database != 0 { _ = try await connection.send(["SELECT", RedisArgument(configuration.database)]) }
+        } catch {
+            connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    /// Sends one command; several calls pipeline. Error replies throw `.server`.
+    func send(_ command: [RedisArgument]) async throws(RedisError) -> RESPValue {
+        let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
+        let timeout = self.channel.eventLoop.scheduleTask(in: self.timeout) {
+            promise.fail(RedisError(.timeout, "no reply within \(self.timeout)"))
+        }
+        self.channel.writeAndFlush((command, promise)).cascadeFailure(to: promise)
+        do {
+            let value = try await promise.futureResult.get()
+            timeout.cancel()
+            if case .error(let message) = value { throw RedisError(.server, message) }
+            return value
+        } catch let error as RedisError {
+            timeout.cancel()
+            if error.code == .timeout { self.close() }  // a late reply would answer the wrong command
+            throw error
+        } catch {
+            timeout.cancel()
+            throw RedisError(.connection, "\(error)")
+        }
+    }
+
+    /// Writes every command, flushes once, and collects the replies in order (error replies included).
+    func pipeline(_ commands: [[RedisArgument]]) async throws(RedisError) -> [RESPValue] {
+        let loop = self.channel.eventLoop
+        let promises = commands.map { _ in loop.makePromise(of: RESPValue.self) }
+        for (command, promise) in zip(commands, promises) {
+            self.channel.write((command, promise)).cascadeFailure(to: promise)
+        }
+        self.channel.flush()
+        let timeout = loop.scheduleTask(in: self.timeout) {
+            for promise in promises { promise.fail(RedisError(.timeout, "no reply within \(self.timeout)")) }
+        }
+        defer { timeout.cancel() }
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(commands.count)
+        for promise in promises {
+            do {
+                replies.append(try await promise.futureResult.get())
+            } catch let error as RedisError {
+                if error.code == .timeout { self.close() }
+                throw error
+            } catch {
+                throw RedisError(.connection, "\(error)")
+            }
+        }
+        return replies
+    }
+
+    var isActive: Bool { self.channel.isActive }
+
+    func close() {
+        self.channel.close(promise: nil)
+    }
+}
