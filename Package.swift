@@ -39,6 +39,7 @@ let package = Package(
         .target(
             name: "SwitchboardRedis",
             dependencies: [
+                "SwitchboardCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -6,6 +6,7 @@ import NIOWebSocket
 import Prometheus
 import ServiceLifecycle
 import SwitchboardCore
+import SwitchboardRedis
 import Synchronization
 
 /// A Switchboard node: WebSocket and HTTP on one port, run as a `Service` so a `ServiceGroup` drains it on SIGTERM.
@@ -28,33 +29,76 @@ public final class Gateway: Service {
         logger: Logger,
         wallClock: (@Sendable () -> Int64)? = nil,
         metrics registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
-        makeBroker: (any LocalDelivery) -> any Broker = { InMemoryBroker(delivering: $0) }
+        makeBroker: ((any LocalDelivery) -> any Broker)? = nil
     ) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
         let metrics = GatewayMetrics(registry: registry, routes: configuration.routes)
         let hub = LocalHub(group: self.group, metrics: metrics)
         let hasIntegrations = configuration.routes.routes.values.contains { if case .integration = $0 { true } else { false } }
+        let broker = makeBroker?(hub) ?? Self.defaultBroker(configuration, group: self.group, hub: hub, logger: logger)
         self.gateway = GatewayContext(
             configuration: configuration,
-            broker: makeBroker(hub),
+            broker: broker,
             hub: hub,
             logger: logger,
             wallClock: wallClock ?? GatewayContext.systemWallClock,
             integrations: hasIntegrations ? IntegrationClient(group: self.group, configuration: configuration) : nil,
             metrics: metrics
         )
+        if let redis = broker as? RedisBroker {
+            let gateway = self.gateway
+            // A dead node's connections: their rooms hear `userLeft` and their `$disconnect` runs, once, here.
+            redis.whenSwept { info, rooms in
+                if gateway.configuration.presence {
+                    for room in rooms {
+                        gateway.broker.publish(ServerFrames.userLeft(room, userId: info.userId, timestamp: gateway.wallClock()), to: .room(room))
+                    }
+                }
+                gateway.metrics.disconnected(code: CloseCode.abnormal)
+                await WebSocketConnectionHandler.deliverDisconnect(info, status: (CloseCode.abnormal, "node lost"), gateway: gateway)
+            }
+        }
+    }
+
+    /// In memory for one node; over Redis when `redis.url` is set.
+    private static func defaultBroker(_ configuration: GatewayConfiguration, group: any EventLoopGroup, hub: LocalHub, logger: Logger) -> any Broker {
+        guard let url = configuration.redisURL, let redis = try? RedisConfiguration(url: url) else { return InMemoryBroker(delivering: hub) }
+        var options = RedisBroker.Options()
+        options.prefix = configuration.redisPrefix
+        options.ttl = configuration.redisTTL
+        options.ingressBroadcast = configuration.redisIngressBroadcast
+        options.ingressRoomPattern = configuration.redisIngressRoomPattern
+        var brokerLogger = logger
+        brokerLogger[metadataKey: "subsystem"] = "cluster"
+        return RedisBroker(configuration: redis, node: configuration.nodeId, options: options, group: group, local: hub, logger: brokerLogger)
     }
 
     /// The address the server listens on, once `run()` has bound it.
     public var localAddress: SocketAddress? { self.boundAddress.withLock { $0 } }
 
     public func run() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.gateway.broker.run() }
+            try await self.serve()
+            group.cancelAll()
+        }
+        try await self.group.shutdownGracefully()
+        self.gateway.logger.info("stopped")
+    }
+
+    private func serve() async throws {
         let configuration = self.gateway.configuration
         let management = ManagementAPI(gateway: self.gateway)
         let server = try await self.bootstrap(management: configuration.managementPort == nil ? management : nil, webSocket: true)
             .bind(host: configuration.host, port: configuration.port).get()
         self.boundAddress.withLock { $0 = server.localAddress }
-        self.gateway.logger.info("listening", metadata: ["address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+        self.gateway.logger.info(
+            "listening",
+            metadata: [
+                "address": "\(server.localAddress.map { "\($0)" } ?? "?")",
+                "cluster": "\(configuration.redisURL == nil ? "none (in-memory)" : configuration.nodeId)",
+            ]
+        )
         var servers = [server]
         if let port = configuration.managementPort {
             let separate = try await self.bootstrap(management: management, webSocket: false).bind(host: configuration.host, port: port).get()
@@ -74,8 +118,6 @@ public final class Gateway: Service {
         for sweep in sweeps { sweep.cancel() }
         for server in servers { try? await server.close() }
         await self.gateway.integrations?.shutdown()
-        try await self.group.shutdownGracefully()
-        self.gateway.logger.info("stopped")
     }
 
     /// Stops taking connections, reports 503, closes every client with 1001 so it reconnects elsewhere, and waits

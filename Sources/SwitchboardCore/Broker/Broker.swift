@@ -79,10 +79,19 @@ public protocol Broker: Sendable {
     func send(_ command: ConnectionCommand, to connection: ConnectionID)
     /// The registry entry of a connection on any node, or `nil` when it is gone.
     func connection(_ id: ConnectionID) async -> RegisteredConnection?
+    /// Background work (pub/sub, heartbeats, sweeping) until the task is cancelled; nothing for a single node.
+    func run() async
+    /// Whether the broker reaches its shared state; a single node always does.
+    var isConnected: Bool { get }
     /// Registered connections ordered by id, starting after `cursor`.
     func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection>
     /// Rooms with their member counts, ordered by id, starting after `cursor`.
     func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)>
     /// A room's members ordered by connection id, starting after `cursor`.
     func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember>
+}
+
+extension Broker {
+    public func run() async {}
+    public var isConnected: Bool { true }
 }

@@ -16,6 +16,8 @@ public enum Name {
         return nil
     }
 
+    public static func isAllowedByte(_ byte: UInt8) -> Bool { self.isAllowed(byte) }
+
     static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):

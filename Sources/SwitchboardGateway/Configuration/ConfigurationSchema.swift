@@ -1,5 +1,6 @@
 import Logging
 import SwitchboardCore
+import SwitchboardRedis
 
 /// A configuration value before it is typed: YAML scalars, lists and maps, or the same written as strings in
 /// environment variables and flags (`a,b` for lists, `k=v,k2=v2` for maps).
@@ -301,6 +302,60 @@ public enum ConfigurationSchema {
             "requestContext.apiId in integration events.",
             parse: { text in
                 if let problem = Name.problem(with: text, field: "api_id") { throw Parse.fail(problem) }
+                return text
+            }
+        ),
+        .scalar(
+            "redis.url",
+            \.redisURL,
+            default: "none (in-memory, one node)",
+            "redis://[user:password@]host[:port][/db] or rediss:// (TLS): join the cluster sharing this Redis.",
+            parse: { text -> String? in
+                _ = try RedisConfiguration(url: text)
+                return text
+            }
+        ),
+        .scalar("redis.prefix", \.redisPrefix, default: "switchboard:", "Prefix of every Redis key and channel.", parse: { $0 }),
+        .scalar(
+            "redis.ttl",
+            \.redisTTL,
+            default: "30s",
+            "Registry entries of a node that stopped refreshing them are swept after this long.",
+            parse: { try Parse.duration($0) }
+        ),
+        ConfigurationOption(
+            key: "redis.ingress_broadcast",
+            shape: .list,
+            defaultText: "none",
+            summary: "Redis channels whose messages go to every client (e.g. order:notifications)."
+        ) { configuration, value in
+            guard case .list(let channels) = value else { throw ConfigurationError(key: "redis.ingress_broadcast", reason: "expected a list") }
+            configuration.redisIngressBroadcast = channels
+        },
+        .scalar(
+            "redis.ingress_room_pattern",
+            \.redisIngressRoomPattern,
+            default: "none",
+            "A channel pattern ending in * whose messages go to the room it names (chat:* sends chat:lobby to lobby).",
+            parse: { text -> String? in
+                guard text.hasSuffix("*"), text.dropLast().allSatisfy({ $0 != "*" }) else { throw Parse.fail("must end in a single *") }
+                return text
+            }
+        ),
+        .scalar(
+            "redis.required_for_health",
+            \.redisRequiredForHealth,
+            default: "false",
+            "Answer 503 on /health while Redis is unreachable.",
+            parse: { try Parse.bool($0) }
+        ),
+        .scalar(
+            "node_id",
+            \.nodeId,
+            default: "hostname-random",
+            "This node's name in the cluster.",
+            parse: { text in
+                if let problem = Name.problem(with: text, field: "node_id") { throw Parse.fail(problem) }
                 return text
             }
         ),

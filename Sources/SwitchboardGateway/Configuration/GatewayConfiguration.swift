@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import SwitchboardCore
@@ -63,6 +64,22 @@ public struct GatewayConfiguration: Sendable {
     public var integrationDisconnectRetryFor = Duration.seconds(60)
     /// `requestContext.apiId` in events.
     public var apiId = "switchboard"
+    /// A Redis URL makes this node part of a cluster; `nil` keeps everything in memory.
+    public var redisURL: String?
+    public var redisPrefix = "switchboard:"
+    /// How long a dead node's entries live before survivors sweep them.
+    public var redisTTL = Duration.seconds(30)
+    public var redisIngressBroadcast: [String] = []
+    public var redisIngressRoomPattern: String?
+    /// Answer 503 on `/health` while Redis is unreachable (by default local delivery goes on and `/health` stays 200).
+    public var redisRequiredForHealth = false
+    /// This node's name in the cluster; unique per process.
+    public var nodeId = GatewayConfiguration.defaultNodeId()
+
+    static func defaultNodeId() -> String {
+        let host = String(ProcessInfo.processInfo.hostName.utf8.filter(Name.isAllowedByte).prefix(40).map { Character(UnicodeScalar($0)) })
+        return (host.isEmpty ? "node" : host) + "-" + String(ConnectionID.random().rawValue.prefix(6)).replacingOccurrences(of: "=", with: "0")
+    }
 
     /// Without credentials the management API answers loopback clients only.
     public var managementIsOpen: Bool { self.managementAccessKeys.isEmpty && self.managementBearerToken == nil }

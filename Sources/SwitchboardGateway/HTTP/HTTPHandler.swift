@@ -174,9 +174,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
-            return self.gateway.isDraining
-                ? GatewayResponse(.serviceUnavailable, json: ["status": "draining"])
-                : GatewayResponse(.ok, json: ["status": "ok"])
+            if self.gateway.isDraining { return GatewayResponse(.serviceUnavailable, json: ["status": "draining"]) }
+            guard self.gateway.broker.isConnected else {
+                // Local delivery goes on without Redis; the load balancer keeps the node unless told otherwise.
+                let status: HTTPResponseStatus = self.gateway.configuration.redisRequiredForHealth ? .serviceUnavailable : .ok
+                return GatewayResponse(status, json: ["status": "degraded", "redis": "unreachable"])
+            }
+            return GatewayResponse(.ok, json: ["status": "ok"])
         case (.GET, "/health/websocket"):
             return self.websocketHealth()
         default:
@@ -198,7 +202,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func websocketHealth() -> GatewayResponse {
         let draining = self.gateway.isDraining
         let body: JSONValue = [
-            "status": draining ? "draining" : "healthy",
+            "status": draining ? "draining" : self.gateway.broker.isConnected ? "healthy" : "degraded",
             "websocket": draining ? "unavailable" : "available",
             "endpoint": "/ws",
             "features": [

@@ -1,0 +1,455 @@
+import Logging
+import NIOCore
+import SwitchboardCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The cluster broker: many nodes share one Redis for fan-out and the registry.
+///
+/// - Fan-out: one `PUBLISH` per message whatever the number of recipients, on a channel per room, per user, a
+///   broadcast channel and a channel per node (direct sends and commands). A node subscribes to a room's or a
+///   user's channel while it has local members, and delivers what it publishes to its own connections at once,
+///   skipping its own messages when they come back.
+/// - Registry: `conn:{id}` (a hash with a TTL the owning node refreshes), `node:{node}:conns` (what a sweeper needs
+///   to clean up after a dead node), `user:{userId}`, `room:{roomId}` (connection id → user id), `conn:{id}:rooms`,
+///   and the sorted sets `conns`, `rooms` and `nodes` (node → last heartbeat) for listings and liveness.
+/// - A node whose heartbeat is older than the TTL is dead: one survivor claims it (`SET … NX`), and for each of its
+///   connections removes the memberships and hands the entry to `onSwept`, which tells the rooms and runs
+///   `$disconnect` once.
+public final class RedisBroker: Broker {
+    public struct Options: Sendable {
+        public var prefix = "switchboard:"
+        public var ttl = Duration.seconds(30)
+        /// Channels whose messages go to every client (seed `000_*`'s `order:notifications`).
+        public var ingressBroadcast: [String] = []
+        /// A channel pattern ending in `*` whose messages go to the room the `*` names (`chat:*` → `chat:lobby` → `lobby`).
+        public var ingressRoomPattern: String?
+
+        public init() {}
+    }
+
+    private struct Local {
+        var connections: [ConnectionID: ConnectionInfo] = [:]
+        var memberships: [ConnectionID: Set<RoomID>] = [:]
+        var roomMembers: [RoomID: Int] = [:]
+        var userConnections: [String: Int] = [:]
+    }
+
+    public let node: String
+    private let client: RedisClient
+    private let subscriber: RedisSubscriber
+    private let local: any LocalDelivery
+    private let options: Options
+    private let logger: Logger
+    private let onSwept = Mutex<(@Sendable (ConnectionInfo, [RoomID]) async -> Void)?>(nil)
+    private let state = Mutex(Local())
+    private let outbox: AsyncStream<Outgoing>.Continuation
+    private let outgoing: AsyncStream<Outgoing>
+
+    private enum Outgoing: Sendable {
+        case publish(channel: String, payload: [UInt8])
+        case toConnection(ConnectionID, payload: [UInt8])
+    }
+
+    public init(
+        configuration: RedisConfiguration,
+        node: String,
+        options: Options,
+        group: any EventLoopGroup,
+        local: any LocalDelivery,
+        logger: Logger
+    ) {
+        self.node = node
+        self.options = options
+        self.local = local
+        self.logger = logger
+        self.client = RedisClient(configuration: configuration, group: group, logger: logger)
+        (self.outgoing, self.outbox) = AsyncStream.makeStream(of: Outgoing.self)
+        let handler = Box()
+        self.subscriber = RedisSubscriber(
+            configuration: configuration,
+            group: group,
+            logger: logger,
+            onReconnect: { handler.broker?.resync() },
+            handler: { channel, payload in handler.broker?.received(channel: channel, payload: payload) }
+        )
+        handler.broker = self
+    }
+
+    /// Lets the subscriber's closures reach the broker that owns it without a retain cycle at init time.
+    private final class Box: @unchecked Sendable {
+        // Written once in `init`, before the subscriber runs; read only afterwards.
+        weak var broker: RedisBroker?
+    }
+
+    private func key(_ parts: String...) -> String { self.options.prefix + parts.joined(separator: ":") }
+    private func channel(_ kind: String, _ name: String) -> String { self.options.prefix + "ch:" + kind + ":" + name }
+
+    public var isConnected: Bool { self.client.isConnected && self.subscriber.isConnected }
+
+    /// What to do for each connection of a dead node once its registry entries are gone: tell its rooms and run
+    /// its `$disconnect` (status 1006). Set once, before `run()`.
+    public func whenSwept(_ handler: @escaping @Sendable (ConnectionInfo, [RoomID]) async -> Void) {
+        self.onSwept.withLock { $0 = handler }
+    }
+
+    // MARK: Lifecycle
+
+    /// Runs the pub/sub connection, the ordered publisher, the heartbeat and the sweeper until cancelled.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.subscriber.run() }
+            group.addTask { await self.publishLoop() }
+            group.addTask { await self.heartbeatLoop() }
+            group.addTask {
+                try? await self.subscriber.subscribe(self.channel("all", "all"))
+                try? await self.subscriber.subscribe(self.channel("node", self.node))
+                for channel in self.options.ingressBroadcast { try? await self.subscriber.subscribe(channel) }
+                if let pattern = self.options.ingressRoomPattern { try? await self.subscriber.psubscribe(pattern) }
+            }
+            await withTaskCancellationHandler {
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            } onCancel: {
+                self.subscriber.stop()
+                self.outbox.finish()
+            }
+            group.cancelAll()
+        }
+        self.client.close()
+    }
+
+    /// Publishes in order, pipelining whatever has queued up since the last round trip.
+    private func publishLoop() async {
+        var batch: [Outgoing] = []
+        for await item in self.outgoing {
+            batch.append(item)
+            var commands: [[RedisArgument]] = []
+            for item in batch {
+                switch item {
+                case .publish(let channel, let payload):
+                    commands.append(["PUBLISH", .string(channel), .bytes(payload)])
+                case .toConnection(let id, let payload):
+                    guard let node = (try? await self.client.send("HGET", .string(self.key("conn", id.rawValue)), "node"))?.string else { continue }
+                    commands.append(["PUBLISH", .string(self.channel("node", node)), .bytes(payload)])
+                }
+            }
+            batch.removeAll()
+            do {
+                _ = try await self.client.pipeline(commands)
+            } catch {
+                self.logger.warning(
+                    "cluster publish failed; delivered locally only",
+                    metadata: ["error": "\(error)", "messages": "\(commands.count)"]
+                )
+            }
+        }
+    }
+
+    private func heartbeatLoop() async {
+        let period = self.options.ttl / 3
+        while !Task.isCancelled {
+            await self.heartbeat()
+            await self.sweep()
+            try? await Task.sleep(for: period)
+        }
+    }
+
+    private var ttlSeconds: Int { Int(self.options.ttl.components.seconds) }
+
+    private func heartbeat() async {
+        let ids = self.state.withLock { Array($0.connections.keys) }
+        var commands: [[RedisArgument]] = [["ZADD", .string(self.key("nodes")), RedisArgument(Self.now()), .string(self.node)]]
+        for id in ids { commands.append(["EXPIRE", .string(self.key("conn", id.rawValue)), RedisArgument(self.ttlSeconds)]) }
+        _ = try? await self.client.pipeline(commands)
+    }
+
+    /// Cleans up after nodes whose heartbeat stopped: each dead node is claimed by one survivor.
+    private func sweep() async {
+        let cutoff = Self.now() - Int64(self.options.ttl.components.seconds * 1000)
+        guard let dead = (try? await self.client.send("ZRANGEBYSCORE", .string(self.key("nodes")), "-inf", RedisArgument(cutoff)))?.elements else {
+            return
+        }
+        for name in dead.compactMap(\.string) where name != self.node {
+            let claim = try? await self.client.send(
+                "SET",
+                .string(self.key("sweep", name)),
+                .string(self.node),
+                "NX",
+                "EX",
+                RedisArgument(self.ttlSeconds * 2)
+            )
+            guard claim == .simpleString("OK") else { continue }
+            let entries = (try? await self.client.send("HGETALL", .string(self.key("node", name, "conns"))))?.elements ?? []
+            self.logger.warning("sweeping a dead node", metadata: ["node": "\(name)", "connections": "\(entries.count / 2)"])
+            for index in stride(from: 0, to: entries.count - 1, by: 2) {
+                guard let bytes = entries[index + 1].bytes, let info = Self.decode(bytes) else { continue }
+                let reply = try? await self.client.send("SMEMBERS", .string(self.key("conn", info.id.rawValue, "rooms")))
+                let rooms = (reply?.elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }
+                await self.forget(info, rooms: rooms, node: name)
+                await self.onSwept.withLock { $0 }?(info, rooms)
+            }
+            _ = try? await self.client.pipeline([
+                ["DEL", .string(self.key("node", name, "conns"))], ["ZREM", .string(self.key("nodes")), .string(name)],
+            ])
+        }
+    }
+
+    /// After Redis came back (perhaps empty): register every live local connection and membership again.
+    func resync() {
+        let (connections, memberships) = self.state.withLock { ($0.connections, $0.memberships) }
+        Task {
+            for info in connections.values { try? await self.writeRegistration(info) }
+            for (id, rooms) in memberships {
+                guard let userId = connections[id]?.userId else { continue }
+                for room in rooms { _ = try? await self.writeMembership(room, RoomMember(connection: id, userId: userId)) }
+            }
+            self.logger.info("re-registered after reconnect", metadata: ["connections": "\(connections.count)"])
+        }
+    }
+
+    // MARK: Registry
+
+    public func register(_ connection: ConnectionInfo) async throws {
+        let firstOfUser = self.state.withLock { state -> Bool in
+            state.connections[connection.id] = connection
+            state.userConnections[connection.userId, default: 0] += 1
+            return state.userConnections[connection.userId] == 1
+        }
+        if firstOfUser { try? await self.subscriber.subscribe(self.channel("user", connection.userId)) }
+        do {
+            try await self.writeRegistration(connection)
+        } catch {
+            // Redis is away: the connection still works on this node, and `resync` registers it later.
+            self.logger.warning("registering in Redis failed", metadata: ["connectionId": "\(connection.id)", "error": "\(error)"])
+        }
+    }
+
+    private func writeRegistration(_ info: ConnectionInfo) async throws {
+        let id = info.id.rawValue
+        var fields: [RedisArgument] = ["HSET", .string(self.key("conn", id)), "node", .string(self.node)]
+        fields += ["info", .bytes(Self.encode(info))]
+        _ = try await self.client.pipeline([
+            fields,
+            ["EXPIRE", .string(self.key("conn", id)), RedisArgument(self.ttlSeconds)],
+            ["HSET", .string(self.key("node", self.node, "conns")), .string(id), .bytes(Self.encode(info))],
+            ["SADD", .string(self.key("user", info.userId)), .string(id)],
+            ["ZADD", .string(self.key("conns")), "0", .string(id)],
+            ["ZADD", .string(self.key("nodes")), RedisArgument(Self.now()), .string(self.node)],
+        ])
+    }
+
+    public func unregister(_ connection: ConnectionID) async {
+        let (info, lastOfUser) = self.state.withLock { state -> (ConnectionInfo?, Bool) in
+            guard let info = state.connections.removeValue(forKey: connection) else { return (nil, false) }
+            state.memberships.removeValue(forKey: connection)
+            state.userConnections[info.userId, default: 1] -= 1
+            let last = state.userConnections[info.userId] == 0
+            if last { state.userConnections.removeValue(forKey: info.userId) }
+            return (info, last)
+        }
+        guard let info else { return }
+        if lastOfUser { try? await self.subscriber.unsubscribe(self.channel("user", info.userId)) }
+        await self.forget(info, rooms: [], node: self.node)
+    }
+
+    /// Removes a connection's registry entries (and, for a swept one, its room memberships).
+    private func forget(_ info: ConnectionInfo, rooms: [RoomID], node: String) async {
+        let id = info.id.rawValue
+        var commands: [[RedisArgument]] = [
+            ["DEL", .string(self.key("conn", id))], ["DEL", .string(self.key("conn", id, "rooms"))],
+            ["HDEL", .string(self.key("node", node, "conns")), .string(id)], ["SREM", .string(self.key("user", info.userId)), .string(id)],
+            ["ZREM", .string(self.key("conns")), .string(id)],
+        ]
+        for room in rooms { commands.append(["HDEL", .string(self.key("room", room.rawValue)), .string(id)]) }
+        _ = try? await self.client.pipeline(commands)
+    }
+
+    public func join(_ room: RoomID, member: RoomMember, listing limit: Int) async throws -> RoomRoster {
+        let firstLocal = self.state.withLock { state -> Bool in
+            guard state.memberships[member.connection, default: []].insert(room).inserted else { return false }
+            state.roomMembers[room, default: 0] += 1
+            return state.roomMembers[room] == 1
+        }
+        // Subscribed before the joiner hears `joinedRoom`, so it misses nothing sent after.
+        if firstLocal { try await self.subscriber.subscribe(self.channel("room", room.rawValue)) }
+        return try await self.writeMembership(room, member, listing: limit)
+    }
+
+    @discardableResult
+    private func writeMembership(_ room: RoomID, _ member: RoomMember, listing limit: Int = 0) async throws -> RoomRoster {
+        let roomKey = self.key("room", room.rawValue)
+        let replies = try await self.client.pipeline([
+            ["HSET", .string(roomKey), .string(member.connection.rawValue), .string(member.userId)],
+            ["SADD", .string(self.key("conn", member.connection.rawValue, "rooms")), .string(room.rawValue)],
+            ["ZADD", .string(self.key("rooms")), "0", .string(room.rawValue)],
+            ["HLEN", .string(roomKey)],
+            ["HRANDFIELD", .string(roomKey), RedisArgument(max(limit, 1)), "WITHVALUES"],
+        ])
+        let sample = replies[4].elements ?? []
+        let userIds = stride(from: 1, to: sample.count, by: 2).compactMap { sample[$0].string }
+        return RoomRoster(userIds: Array(userIds.prefix(limit)), count: Int(replies[3].int ?? 0))
+    }
+
+    public func leave(_ room: RoomID, member: RoomMember) async {
+        let lastLocal = self.state.withLock { state -> Bool in
+            guard state.memberships[member.connection]?.remove(room) != nil else { return false }
+            state.roomMembers[room, default: 1] -= 1
+            let last = state.roomMembers[room] == 0
+            if last { state.roomMembers.removeValue(forKey: room) }
+            return last
+        }
+        let roomKey = self.key("room", room.rawValue)
+        let replies = try? await self.client.pipeline([
+            ["HDEL", .string(roomKey), .string(member.connection.rawValue)],
+            ["SREM", .string(self.key("conn", member.connection.rawValue, "rooms")), .string(room.rawValue)],
+            ["HLEN", .string(roomKey)],
+        ])
+        if replies?[2].int == 0 { _ = try? await self.client.send("ZREM", .string(self.key("rooms")), .string(room.rawValue)) }
+        if lastLocal { try? await self.subscriber.unsubscribe(self.channel("room", room.rawValue)) }
+    }
+
+    // MARK: Delivery
+
+    public func publish(_ frame: OutboundFrame, to audience: Audience) {
+        let payload = Envelope(origin: self.node, audience: audience, frame: frame).encoded
+        switch audience {
+        case .connection(let id):
+            if self.isLocal(id) { self.local.deliver(frame, to: audience) } else { self.outbox.yield(.toConnection(id, payload: payload)) }
+        case .room(let room, _):
+            self.local.deliver(frame, to: audience)
+            self.outbox.yield(.publish(channel: self.channel("room", room.rawValue), payload: payload))
+        case .user(let userId):
+            self.local.deliver(frame, to: audience)
+            self.outbox.yield(.publish(channel: self.channel("user", userId), payload: payload))
+        case .everyone:
+            self.local.deliver(frame, to: audience)
+            self.outbox.yield(.publish(channel: self.channel("all", "all"), payload: payload))
+        }
+    }
+
+    public func send(_ command: ConnectionCommand, to connection: ConnectionID) {
+        if self.isLocal(connection) {
+            self.local.perform(command, on: connection)
+        } else {
+            self.outbox.yield(.toConnection(connection, payload: Envelope(origin: self.node, command: command, connection: connection).encoded))
+        }
+    }
+
+    private func isLocal(_ id: ConnectionID) -> Bool { self.state.withLock { $0.connections[id] != nil } }
+
+    /// A message from Redis: another node's fan-out, a command for one of ours, or ingress from a backend.
+    private func received(channel: String, payload: [UInt8]) {
+        if channel.hasPrefix(self.options.prefix + "ch:") {
+            guard let envelope = Envelope(decoding: payload), envelope.origin != self.node else { return }
+            switch envelope.body {
+            case .frame(let frame, let audience): self.local.deliver(frame, to: audience)
+            case .command(let command, let id): self.local.perform(command, on: id)
+            }
+            return
+        }
+        let frame = OutboundFrame(UTF8Validation.isValid(payload) ? .text : .binary, payload)
+        if self.options.ingressBroadcast.contains(channel) {
+            self.local.deliver(frame, to: .everyone)
+        } else if let pattern = self.options.ingressRoomPattern, channel.hasPrefix(String(pattern.dropLast())),
+            let room = RoomID(String(channel.dropFirst(pattern.count - 1)))
+        {
+            self.local.deliver(frame, to: .room(room))
+        }
+    }
+
+    // MARK: Queries
+
+    public func connection(_ id: ConnectionID) async -> RegisteredConnection? {
+        if let info = self.state.withLock({ $0.connections[id] }) {
+            let rooms = self.state.withLock { $0.memberships[id] ?? [] }
+            return RegisteredConnection(info: info, rooms: rooms.sorted { $0.rawValue < $1.rawValue })
+        }
+        guard
+            let replies = try? await self.client.pipeline([
+                ["HGET", .string(self.key("conn", id.rawValue)), "info"], ["SMEMBERS", .string(self.key("conn", id.rawValue, "rooms"))],
+            ]), let bytes = replies[0].bytes, let info = Self.decode(bytes)
+        else { return nil }
+        let rooms = (replies[1].elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }.sorted { $0.rawValue < $1.rawValue }
+        return RegisteredConnection(info: info, rooms: rooms)
+    }
+
+    public func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection> {
+        let ids = await self.lexPage(self.key("conns"), after: cursor, limit: limit)
+        var items: [RegisteredConnection] = []
+        for id in ids.items.compactMap(ConnectionID.init) {
+            if let entry = await self.connection(id) { items.append(entry) }
+        }
+        return Page(items: items, next: ids.next)
+    }
+
+    public func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)> {
+        let names = await self.lexPage(self.key("rooms"), after: cursor, limit: limit)
+        let rooms = names.items.compactMap(RoomID.init)
+        let counts = (try? await self.client.pipeline(rooms.map { ["HLEN", .string(self.key("room", $0.rawValue))] })) ?? []
+        let items = zip(rooms, counts).compactMap { room, count -> (room: RoomID, members: Int)? in
+            guard let members = count.int, members > 0 else { return nil }
+            return (room, Int(members))
+        }
+        return Page(items: items, next: names.next)
+    }
+
+    public func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember> {
+        let all = (try? await self.client.send("HGETALL", .string(self.key("room", room.rawValue))))?.elements ?? []
+        var members: [RoomMember] = []
+        for index in stride(from: 0, to: all.count - 1, by: 2) {
+            guard let id = all[index].string.flatMap(ConnectionID.init), let userId = all[index + 1].string else { continue }
+            if cursor == nil || id.rawValue > cursor! { members.append(RoomMember(connection: id, userId: userId)) }
+        }
+        members.sort { $0.connection.rawValue < $1.connection.rawValue }
+        let page = Array(members.prefix(limit))
+        return Page(items: page, next: members.count > limit ? page.last?.connection.rawValue : nil)
+    }
+
+    private func lexPage(_ key: String, after cursor: String?, limit: Int) async -> Page<String> {
+        let start: RedisArgument = cursor.map { .string("(" + $0) } ?? "-"
+        let values = (try? await self.client.send("ZRANGEBYLEX", .string(key), start, "+", "LIMIT", "0", RedisArgument(limit + 1)))?.elements ?? []
+        let names = values.compactMap(\.string)
+        let page = Array(names.prefix(limit))
+        return Page(items: page, next: names.count > limit ? page.last : nil)
+    }
+
+    // MARK: Encoding
+
+    /// Wall-clock milliseconds: heartbeats are compared across nodes.
+    static func now() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+
+    static func encode(_ info: ConnectionInfo) -> [UInt8] {
+        let authorizer = info.authorizer.sorted { $0.key < $1.key }.map { JSONObject.Member($0.key, .string($0.value)) }
+        let value: JSONValue = [
+            "id": .string(info.id.rawValue), "userId": .string(info.userId), "connectedAt": .number(String(info.connectedAt)),
+            "sourceIp": .string(info.sourceIp), "userAgent": .string(info.userAgent), "stage": info.stage.map(JSONValue.string) ?? .null,
+            "domainName": .string(info.domainName), "authorizer": .object(JSONObject(authorizer)),
+        ]
+        return value.jsonBytes
+    }
+
+    static func decode(_ bytes: [UInt8]) -> ConnectionInfo? {
+        guard let object = (try? JSONValue.parse(bytes))?.objectValue, let id = object["id"]?.stringValue.flatMap(ConnectionID.init),
+            let userId = object["userId"]?.stringValue, case .number(let connectedAt) = object["connectedAt"]
+        else { return nil }
+        var authorizer: [String: String] = [:]
+        for member in object["authorizer"]?.objectValue?.members ?? [] { authorizer[member.key] = member.value.stringValue }
+        return ConnectionInfo(
+            id: id,
+            userId: userId,
+            connectedAt: Int64(connectedAt) ?? 0,
+            sourceIp: object["sourceIp"]?.stringValue ?? "",
+            userAgent: object["userAgent"]?.stringValue ?? "",
+            stage: object["stage"]?.stringValue,
+            domainName: object["domainName"]?.stringValue ?? "",
+            authorizer: authorizer
+        )
+    }
+}
