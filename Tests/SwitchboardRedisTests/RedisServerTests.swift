@@ -99,7 +99,7 @@ final class RedisServer: Sendable {
             logger: self.logger
         )
         await #expect(throws: RedisError.self) { try await bad.send("PING") }
-        [good, acl, bad].forEach { $0.close() }
+        for client in [good, acl, bad] { client.close() }
     }
 
     @Test func pubSubAndReconnectAfterARestart() async throws {
