@@ -46,8 +46,11 @@ public final class RedisBroker: Broker {
     private let logger: Logger
     private let onSwept = Mutex<(@Sendable (ConnectionInfo, [RoomID]) async -> Void)?>(nil)
     private let state = Mutex(Local())
-    private let outbox: AsyncStream<Outgoing>.Continuation
-    private let outgoing: AsyncStream<Outgoing>
+    /// Publishes waiting for the publisher task, and the signal that wakes it: whatever queued up during one round
+    /// trip goes out as the next pipeline.
+    private let outbox = Mutex<[Outgoing]>([])
+    private let wakeup: AsyncStream<Void>.Continuation
+    private let wakeups: AsyncStream<Void>
 
     private enum Outgoing: Sendable {
         case publish(channel: String, payload: [UInt8])
@@ -67,7 +70,7 @@ public final class RedisBroker: Broker {
         self.local = local
         self.logger = logger
         self.client = RedisClient(configuration: configuration, group: group, logger: logger)
-        (self.outgoing, self.outbox) = AsyncStream.makeStream(of: Outgoing.self)
+        (self.wakeups, self.wakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let handler = Box()
         self.subscriber = RedisSubscriber(
             configuration: configuration,
@@ -114,18 +117,26 @@ public final class RedisBroker: Broker {
                 while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
             } onCancel: {
                 self.subscriber.stop()
-                self.outbox.finish()
+                self.wakeup.finish()
             }
             group.cancelAll()
         }
         self.client.close()
     }
 
+    private func enqueue(_ item: Outgoing) {
+        self.outbox.withLock { $0.append(item) }
+        self.wakeup.yield()
+    }
+
     /// Publishes in order, pipelining whatever has queued up since the last round trip.
     private func publishLoop() async {
-        var batch: [Outgoing] = []
-        for await item in self.outgoing {
-            batch.append(item)
+        for await _ in self.wakeups {
+            let batch = self.outbox.withLock { queued in
+                defer { queued.removeAll(keepingCapacity: true) }
+                return queued
+            }
+            guard !batch.isEmpty else { continue }
             var commands: [[RedisArgument]] = []
             for item in batch {
                 switch item {
@@ -136,7 +147,6 @@ public final class RedisBroker: Broker {
                     commands.append(["PUBLISH", .string(self.channel("node", node)), .bytes(payload)])
                 }
             }
-            batch.removeAll()
             do {
                 _ = try await self.client.pipeline(commands)
             } catch {
@@ -317,16 +327,16 @@ public final class RedisBroker: Broker {
         let payload = Envelope(origin: self.node, audience: audience, frame: frame).encoded
         switch audience {
         case .connection(let id):
-            if self.isLocal(id) { self.local.deliver(frame, to: audience) } else { self.outbox.yield(.toConnection(id, payload: payload)) }
+            if self.isLocal(id) { self.local.deliver(frame, to: audience) } else { self.enqueue(.toConnection(id, payload: payload)) }
         case .room(let room, _):
             self.local.deliver(frame, to: audience)
-            self.outbox.yield(.publish(channel: self.channel("room", room.rawValue), payload: payload))
+            self.enqueue(.publish(channel: self.channel("room", room.rawValue), payload: payload))
         case .user(let userId):
             self.local.deliver(frame, to: audience)
-            self.outbox.yield(.publish(channel: self.channel("user", userId), payload: payload))
+            self.enqueue(.publish(channel: self.channel("user", userId), payload: payload))
         case .everyone:
             self.local.deliver(frame, to: audience)
-            self.outbox.yield(.publish(channel: self.channel("all", "all"), payload: payload))
+            self.enqueue(.publish(channel: self.channel("all", "all"), payload: payload))
         }
     }
 
@@ -334,7 +344,7 @@ public final class RedisBroker: Broker {
         if self.isLocal(connection) {
             self.local.perform(command, on: connection)
         } else {
-            self.outbox.yield(.toConnection(connection, payload: Envelope(origin: self.node, command: command, connection: connection).encoded))
+            self.enqueue(.toConnection(connection, payload: Envelope(origin: self.node, command: command, connection: connection).encoded))
         }
     }
 
