@@ -62,12 +62,15 @@ public final class Gateway: Service {
 
     /// In memory for one node; over Redis when `redis.url` is set.
     private static func defaultBroker(_ configuration: GatewayConfiguration, group: any EventLoopGroup, hub: LocalHub, logger: Logger) -> any Broker {
-        guard let url = configuration.redisURL, let redis = try? RedisConfiguration(url: url) else { return InMemoryBroker(delivering: hub) }
+        guard let url = configuration.redisURL, let redis = try? RedisConfiguration(url: url) else {
+            return InMemoryBroker(delivering: hub, history: configuration.history)
+        }
         var options = RedisBroker.Options()
         options.prefix = configuration.redisPrefix
         options.ttl = configuration.redisTTL
         options.ingressBroadcast = configuration.redisIngressBroadcast
         options.ingressRoomPattern = configuration.redisIngressRoomPattern
+        options.history = configuration.history
         var brokerLogger = logger
         brokerLogger[metadataKey: "subsystem"] = "cluster"
         return RedisBroker(configuration: redis, node: configuration.nodeId, options: options, group: group, local: hub, logger: brokerLogger)

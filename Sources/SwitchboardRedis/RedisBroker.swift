@@ -27,6 +27,7 @@ public final class RedisBroker: Broker {
         public var ingressBroadcast: [String] = []
         /// A channel pattern ending in `*` whose messages go to the room the `*` names (`chat:*` → `chat:lobby` → `lobby`).
         public var ingressRoomPattern: String?
+        public var history = HistoryLimits()
 
         public init() {}
     }
@@ -55,7 +56,21 @@ public final class RedisBroker: Broker {
     private enum Outgoing: Sendable {
         case publish(channel: String, payload: [UInt8])
         case toConnection(ConnectionID, payload: [UInt8])
+        case roomMessage(RoomMessage)
     }
+
+    /// Assigns a room message its offset, appends it to the room's stream (bounded by length, expiring with age)
+    /// and publishes it, atomically, so offsets follow publish order across nodes.
+    private static let appendScript = """
+        local offset = redis.call('INCR', KEYS[1])
+        local frame = ARGV[1] .. offset .. '}'
+        if tonumber(ARGV[2]) > 0 then
+          redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ts', ARGV[3], 'f', frame)
+          redis.call('PEXPIRE', KEYS[2], ARGV[4])
+        end
+        redis.call('PUBLISH', KEYS[3], ARGV[5] .. frame)
+        return offset
+        """
 
     public init(
         configuration: RedisConfiguration,
@@ -138,8 +153,18 @@ public final class RedisBroker: Broker {
             }
             guard !batch.isEmpty else { continue }
             var commands: [[RedisArgument]] = []
+            var appended: [(index: Int, message: RoomMessage)] = []
             for item in batch {
                 switch item {
+                case .roomMessage(let message):
+                    let room = message.room.rawValue
+                    let header = Envelope(origin: self.node, audience: .room(message.room), frame: OutboundFrame(.text, [])).encoded
+                    appended.append((commands.count, message))
+                    commands.append([
+                        "EVAL", .string(Self.appendScript), "3", .string(self.key("room", room, "offset")), .string(self.key("hist", room)),
+                        .string(self.channel("room", room)), .bytes(message.prefix), RedisArgument(self.options.history.messages),
+                        RedisArgument(Self.now()), RedisArgument(self.options.history.age.components.seconds * 1000), .bytes(header),
+                    ])
                 case .publish(let channel, let payload):
                     commands.append(["PUBLISH", .string(channel), .bytes(payload)])
                 case .toConnection(let id, let payload):
@@ -148,12 +173,18 @@ public final class RedisBroker: Broker {
                 }
             }
             do {
-                _ = try await self.client.pipeline(commands)
+                let replies = try await self.client.pipeline(commands)
+                // Room messages reach this node's members once their offset is known, in offset order.
+                for (index, message) in appended {
+                    self.local.deliver(message.frame(offset: replies[index].int ?? 0), to: .room(message.room))
+                }
             } catch {
                 self.logger.warning(
                     "cluster publish failed; delivered locally only",
                     metadata: ["error": "\(error)", "messages": "\(commands.count)"]
                 )
+                // Without Redis there is no offset to assign: members here still get the message, with offset 0.
+                for (_, message) in appended { self.local.deliver(message.frame(offset: 0), to: .room(message.room)) }
             }
         }
     }
@@ -338,6 +369,39 @@ public final class RedisBroker: Broker {
             self.local.deliver(frame, to: audience)
             self.enqueue(.publish(channel: self.channel("all", "all"), payload: payload))
         }
+    }
+
+    public func publish(_ message: RoomMessage) {
+        self.enqueue(.roomMessage(message))
+    }
+
+    public func history(of room: RoomID, after offset: Int64) async -> RoomHistory {
+        guard
+            let replies = try? await self.client.pipeline([
+                ["GET", .string(self.key("room", room.rawValue, "offset"))],
+                ["XRANGE", .string(self.key("hist", room.rawValue)), .string("\(offset + 1)-0"), "+"],
+            ])
+        else { return .lost(oldest: offset + 1) }
+        let last = replies[0].int ?? 0
+        let cutoff = Self.now() - Int64(self.options.history.age.components.seconds * 1000)
+        var kept: [(offset: Int64, frame: OutboundFrame)] = []
+        for entry in replies[1].elements ?? [] {
+            guard let parts = entry.elements, parts.count == 2, let id = parts[0].string, let fields = parts[1].elements else { continue }
+            var values: [String: RESPValue] = [:]
+            for index in stride(from: 0, to: fields.count - 1, by: 2) { values[fields[index].string ?? ""] = fields[index + 1] }
+            guard let at = values["ts"]?.int, at >= cutoff, let frame = values["f"]?.bytes,
+                let entryOffset = Int64(id.split(separator: "-")[0])
+            else { continue }
+            kept.append((entryOffset, OutboundFrame(.text, frame)))
+        }
+        guard offset <= last else { return .lost(oldest: kept.first?.offset ?? last + 1) }
+        guard offset < last else { return .messages([]) }
+        guard kept.first?.offset == offset + 1 else { return .lost(oldest: kept.first?.offset ?? last + 1) }
+        return .messages(kept.map(\.frame))
+    }
+
+    public func lastOffset(of room: RoomID) async -> Int64 {
+        (try? await self.client.send("GET", .string(self.key("room", room.rawValue, "offset"))))?.int ?? 0
     }
 
     public func send(_ command: ConnectionCommand, to connection: ConnectionID) {

@@ -17,7 +17,12 @@ import Testing
     }
 
     @Test func joinAndLeave() {
-        #expect(self.handle(.joinRoom, #"{"action":"joinRoom","roomId":"lobby"}"#) == [.join(self.room)])
+        #expect(self.handle(.joinRoom, #"{"action":"joinRoom","roomId":"lobby"}"#) == [.join(self.room, after: nil)])
+        #expect(self.handle(.joinRoom, #"{"action":"joinRoom","roomId":"lobby","lastOffset":7}"#) == [.join(self.room, after: 7)])
+        #expect(
+            self.handle(.joinRoom, #"{"action":"joinRoom","roomId":"lobby","lastOffset":"7"}"#)
+                == self.error("lastOffset must be a non-negative integer")
+        )
         #expect(self.handle(.leaveRoom, #"{"action":"leaveRoom","roomId":"lobby"}"#, rooms: [self.room]) == [.leave(self.room)])
         #expect(self.handle(.leaveRoom, #"{"action":"leaveRoom","roomId":"lobby"}"#) == self.error("Not in room"))
         #expect(self.handle(.joinRoom, #"{"action":"joinRoom"}"#) == self.error("roomId required"))
@@ -30,11 +35,11 @@ import Testing
 
     @Test func sendMessageReachesTheRoomWithTheSenderStamped() {
         let effects = self.handle(.sendMessage, #"{"action":"sendMessage","roomId":"lobby","message":{"t":"hi"}}"#, rooms: [self.room])
-        let frame = ServerFrames.message(self.room, message: ["t": "hi"], sender: "alice", timestamp: 42)
-        #expect(effects == [.publish(frame, to: .room(self.room))])
+        let message = ServerFrames.message(self.room, message: ["t": "hi"], sender: "alice", timestamp: 42)
+        #expect(effects == [.roomMessage(message)])
         #expect(
-            String(decoding: frame.bytes, as: UTF8.self)
-                == #"{"action":"message","roomId":"lobby","message":{"t":"hi"},"sender":"alice","timestamp":42}"#
+            String(decoding: message.frame(offset: 12).bytes, as: UTF8.self)
+                == #"{"action":"message","roomId":"lobby","message":{"t":"hi"},"sender":"alice","timestamp":42,"offset":12}"#
         )
     }
 

@@ -45,3 +45,39 @@ import Testing
         #expect(broker.roomCount == 1)
     }
 }
+
+@Suite struct HistoryTests {
+    final class Sink: LocalDelivery {
+        func deliver(_ frame: OutboundFrame, to audience: Audience) {}
+        func perform(_ command: ConnectionCommand, on connection: ConnectionID) {}
+    }
+
+    let room = RoomID("r")!
+
+    func text(_ frame: OutboundFrame) -> String { String(decoding: frame.bytes, as: UTF8.self) }
+
+    @Test func offsetsIncreaseAndRejoinersGetWhatTheyMissed() async {
+        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 3, age: .seconds(60)))
+        #expect(await broker.lastOffset(of: self.room) == 0)
+        #expect(await broker.history(of: self.room, after: 0) == .messages([]))
+        for n in 1...5 { broker.publish(ServerFrames.message(self.room, message: .number(String(n)), sender: "u", timestamp: 0)) }
+        #expect(await broker.lastOffset(of: self.room) == 5)
+        guard case .messages(let missed) = await broker.history(of: self.room, after: 3) else {
+            Issue.record("expected messages")
+            return
+        }
+        #expect(
+            missed.map(self.text) == [4, 5].map { #"{"action":"message","roomId":"r","message":\#($0),"sender":"u","timestamp":0,"offset":\#($0)}"# }
+        )
+        #expect(await broker.history(of: self.room, after: 5) == .messages([]))
+        #expect(await broker.history(of: self.room, after: 1) == .lost(oldest: 3))  // only 3 kept
+        #expect(await broker.history(of: self.room, after: 9) == .lost(oldest: 3))  // from before a restart
+    }
+
+    @Test func oldMessagesAreLost() async throws {
+        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 10, age: .milliseconds(50)))
+        broker.publish(ServerFrames.message(self.room, message: "old", sender: "u", timestamp: 0))
+        try await Task.sleep(for: .milliseconds(80))
+        #expect(await broker.history(of: self.room, after: 0) == .lost(oldest: 2))
+    }
+}

@@ -243,3 +243,22 @@ def health_through(port):
 def Path_root():
     from pathlib import Path
     return Path(__file__).resolve().parents[2]
+
+
+def test_history_is_shared_through_redis_streams(cluster, redis):
+    a, b = cluster()
+    with connect(f"{a.url}/ws?userId=w") as writer:
+        send_json(writer, action="joinRoom", roomId="shared")
+        recv_json(writer)
+        for n in range(4):
+            send_json(writer, action="sendMessage", roomId="shared", message=n)
+        offsets = [recv_until(writer, "message")["offset"] for _ in range(4)]
+        assert offsets == [1, 2, 3, 4]
+        assert redis.cli("XLEN", "switchboard:hist:shared") == "4"
+        with connect(f"{b.url}/ws?userId=r") as reader:  # the other node, after a reconnect
+            send_json(reader, action="joinRoom", roomId="shared", lastOffset=2)
+            assert recv_json(reader)["offset"] == 4
+            assert [recv_json(reader)["message"] for _ in range(2)] == [2, 3]
+            send_json(writer, action="sendMessage", roomId="shared", message="live")
+            live = recv_until(reader, "message")
+            assert (live["message"], live["offset"]) == ("live", 5)

@@ -6,7 +6,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import assert_quiet, recv_json, send_json
+from helpers import assert_quiet, recv_json, recv_until, send_json
 
 
 
@@ -28,7 +28,7 @@ def test_every_websocket_path_serves_the_protocol(server, path):
 def test_rooms_join_send_leave(server):
     with connect(f"{server.url}/ws?userId=alice") as alice, connect(f"{server.url}/ws?userId=bob") as bob:
         send_json(alice, action="joinRoom", roomId="lobby")
-        assert recv_json(alice) == {"action": "joinedRoom", "roomId": "lobby", "members": ["alice"], "memberCount": 1}
+        assert recv_json(alice) == {"action": "joinedRoom", "roomId": "lobby", "members": ["alice"], "memberCount": 1, "offset": 0}
         send_json(bob, action="joinRoom", roomId="lobby")
         joined = recv_json(bob)
         assert joined["action"] == "joinedRoom" and sorted(joined["members"]) == ["alice", "bob"]
@@ -40,7 +40,7 @@ def test_rooms_join_send_leave(server):
             frame = recv_json(ws)
             assert frame["action"] == "message" and frame["sender"] == "bob" and frame["roomId"] == "lobby"
             assert frame["message"] == {"text": "hi", "n": 12345678901234567890}
-            assert isinstance(frame["timestamp"], int)
+            assert isinstance(frame["timestamp"], int) and frame["offset"] == 1
 
         send_json(bob, action="leaveRoom", roomId="lobby")
         event = recv_json(alice)
@@ -207,3 +207,38 @@ def test_server_close_is_seen_by_the_client(start_server):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=5)
         assert closed.value.rcvd.code == 1001 and closed.value.rcvd.reason == "idle timeout"
+
+
+def test_rejoining_with_the_last_offset_recovers_missed_messages(server):
+    with connect(f"{server.url}/ws?userId=writer") as writer:
+        send_json(writer, action="joinRoom", roomId="log")
+        recv_json(writer)
+        with connect(f"{server.url}/ws?userId=reader") as reader:
+            send_json(reader, action="joinRoom", roomId="log")
+            recv_json(reader)
+            send_json(writer, action="sendMessage", roomId="log", message="seen")
+            seen = recv_until(reader, "message")
+        for n in range(3):  # while the reader is away
+            send_json(writer, action="sendMessage", roomId="log", message=f"missed {n}")
+        with connect(f"{server.url}/ws?userId=reader") as reader:
+            send_json(reader, action="joinRoom", roomId="log", lastOffset=seen["offset"])
+            joined = recv_json(reader)
+            assert joined["action"] == "joinedRoom" and joined["offset"] == seen["offset"] + 3
+            recovered = [recv_json(reader) for _ in range(3)]
+            assert [m["message"] for m in recovered] == ["missed 0", "missed 1", "missed 2"]
+            assert [m["offset"] for m in recovered] == [seen["offset"] + 1, seen["offset"] + 2, seen["offset"] + 3]
+            assert_quiet(reader)
+
+
+def test_a_gap_older_than_the_history_says_history_lost(start_server):
+    server = start_server("--rooms-history-messages", "2")
+    with connect(f"{server.url}/ws?userId=w") as writer:
+        send_json(writer, action="joinRoom", roomId="short")
+        recv_json(writer)
+        for n in range(5):
+            send_json(writer, action="sendMessage", roomId="short", message=n)
+        with connect(f"{server.url}/ws?userId=r") as reader:
+            send_json(reader, action="joinRoom", roomId="short", lastOffset=1)
+            assert recv_json(reader)["offset"] == 5
+            lost = recv_json(reader)
+            assert (lost["action"], lost["roomId"], lost["lastOffset"], lost["oldestOffset"]) == ("historyLost", "short", 1, 4)

@@ -37,6 +37,24 @@ public struct RoomRoster: Sendable, Hashable {
     }
 }
 
+/// What a rejoining client missed.
+public enum RoomHistory: Sendable, Hashable {
+    case messages([OutboundFrame])
+    /// Messages after the requested offset were dropped (by the length or age bound); `oldest` is the first kept.
+    case lost(oldest: Int64)
+}
+
+/// How much history a room keeps.
+public struct HistoryLimits: Sendable, Hashable {
+    public var messages: Int
+    public var age: Duration
+
+    public init(messages: Int = 100, age: Duration = .seconds(300)) {
+        self.messages = messages
+        self.age = age
+    }
+}
+
 /// A registry entry with the rooms the connection is in.
 public struct RegisteredConnection: Sendable, Hashable {
     public var info: ConnectionInfo
@@ -75,6 +93,13 @@ public protocol Broker: Sendable {
     func leave(_ room: RoomID, member: RoomMember) async
     /// Sends a frame to an audience wherever its connections are.
     func publish(_ frame: OutboundFrame, to audience: Audience)
+    /// Appends a message to its room's history under the room's next offset, then sends it to the room. Offsets of
+    /// one room increase by one per message across all nodes.
+    func publish(_ message: RoomMessage)
+    /// The room's messages after `offset`, oldest first, or `.lost` when some of them are no longer kept.
+    func history(of room: RoomID, after offset: Int64) async -> RoomHistory
+    /// The room's last assigned offset (0 before its first message).
+    func lastOffset(of room: RoomID) async -> Int64
     /// Runs a command on a connection wherever it is.
     func send(_ command: ConnectionCommand, to connection: ConnectionID)
     /// The registry entry of a connection on any node, or `nil` when it is gone.

@@ -10,13 +10,22 @@ public final class InMemoryBroker: Broker {
         var connections: [ConnectionID: ConnectionInfo] = [:]
         var roomsOfConnection: [ConnectionID: Set<RoomID>] = [:]
         var rooms: [RoomID: [ConnectionID: String]] = [:]
+        var histories: [RoomID: History] = [:]
+    }
+
+    /// A room's recent messages: a ring bounded by count and age, and the last offset ever assigned.
+    private struct History {
+        var last: Int64 = 0
+        var entries: [(offset: Int64, at: ContinuousClock.Instant, frame: OutboundFrame)] = []
     }
 
     private let local: any LocalDelivery
+    private let limits: HistoryLimits
     private let state = Mutex(State())
 
-    public init(delivering local: any LocalDelivery) {
+    public init(delivering local: any LocalDelivery, history limits: HistoryLimits = HistoryLimits()) {
         self.local = local
+        self.limits = limits
     }
 
     public func register(_ connection: ConnectionInfo) async throws {
@@ -49,6 +58,40 @@ public final class InMemoryBroker: Broker {
 
     public func publish(_ frame: OutboundFrame, to audience: Audience) {
         self.local.deliver(frame, to: audience)
+    }
+
+    public func publish(_ message: RoomMessage) {
+        // Assigned and delivered under the lock, so every member sees a room's messages in offset order.
+        self.state.withLock { state in
+            var history = state.histories[message.room] ?? History()
+            history.last += 1
+            let frame = message.frame(offset: history.last)
+            if self.limits.messages > 0 {
+                history.entries.append((history.last, .now, frame))
+                if history.entries.count > self.limits.messages { history.entries.removeFirst(history.entries.count - self.limits.messages) }
+            }
+            state.histories[message.room] = history
+            self.local.deliver(frame, to: .room(message.room))
+        }
+    }
+
+    public func history(of room: RoomID, after offset: Int64) async -> RoomHistory {
+        self.state.withLock { state in
+            var history = state.histories[room] ?? History()
+            let cutoff = ContinuousClock.now - self.limits.age
+            history.entries.removeAll { $0.at < cutoff }
+            state.histories[room] = history
+            let oldest = history.entries.first?.offset ?? history.last + 1
+            // An offset past the last one is from before a restart: this node cannot know what came after it.
+            guard offset <= history.last else { return .lost(oldest: oldest) }
+            guard offset < history.last else { return .messages([]) }
+            guard offset + 1 >= oldest else { return .lost(oldest: oldest) }
+            return .messages(history.entries.filter { $0.offset > offset }.map(\.frame))
+        }
+    }
+
+    public func lastOffset(of room: RoomID) async -> Int64 {
+        self.state.withLock { $0.histories[room]?.last ?? 0 }
     }
 
     public func send(_ command: ConnectionCommand, to connection: ConnectionID) {

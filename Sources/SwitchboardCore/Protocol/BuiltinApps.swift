@@ -22,11 +22,14 @@ public enum AppEffect: Sendable, Hashable {
     case error(String)
     /// The inbound frame back to its sender, unchanged.
     case echo
-    /// Join a room: the gateway answers `joinedRoom` and tells the others (`userJoined`) when presence is on.
-    case join(RoomID)
+    /// Join a room: the gateway answers `joinedRoom` and tells the others (`userJoined`) when presence is on. With
+    /// `after`, a rejoining client also gets the messages it missed since that offset (or `historyLost`).
+    case join(RoomID, after: Int64?)
     /// Leave a room: the gateway tells the others (`userLeft`) when presence is on.
     case leave(RoomID)
     case publish(OutboundFrame, to: Audience)
+    /// A message to every member of its room, kept in the room's history under the next offset.
+    case roomMessage(RoomMessage)
 }
 
 /// The seed protocol's decisions (DESIGN §3), as a pure function of the message and the connection's state.
@@ -61,7 +64,16 @@ public enum BuiltinApps {
         case .joinRoom, .leaveRoom:
             guard let name = body["roomId"]?.stringValue else { return error("roomId required") }
             guard let room = RoomID(name) else { return error(Name.problem(with: name, field: "roomId") ?? "Invalid roomId") }
-            if app == .joinRoom { return [.join(room)] }
+            if app == .joinRoom {
+                var after: Int64?
+                if let value = body["lastOffset"] {
+                    guard case .number(let text) = value, let offset = Int64(text), offset >= 0 else {
+                        return error("lastOffset must be a non-negative integer")
+                    }
+                    after = offset
+                }
+                return [.join(room, after: after)]
+            }
             guard rooms.contains(room) else { return error("Not in room") }
             return [.leave(room)]
         case .sendMessage:
@@ -69,7 +81,7 @@ public enum BuiltinApps {
                 return error("roomId and message required")
             }
             guard let room = RoomID(name), rooms.contains(room) else { return error("Not in room") }
-            return [.publish(ServerFrames.message(room, message: message, sender: userId, timestamp: now), to: .room(room))]
+            return [.roomMessage(ServerFrames.message(room, message: message, sender: userId, timestamp: now))]
         }
     }
 }

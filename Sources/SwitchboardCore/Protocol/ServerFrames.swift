@@ -7,10 +7,10 @@ public enum ServerFrames {
 
     /// The joiner's answer. `members` is capped (`listed` ≤ the configured limit); `memberCount` is the room's size,
     /// so a client of a huge room knows the list is a sample.
-    public static func joinedRoom(_ room: RoomID, members: [String], memberCount: Int) -> OutboundFrame {
+    public static func joinedRoom(_ room: RoomID, members: [String], memberCount: Int, offset: Int64) -> OutboundFrame {
         .text([
             "action": "joinedRoom", "roomId": .string(room.rawValue), "members": .array(members.map(JSONValue.string)),
-            "memberCount": .number(String(memberCount)),
+            "memberCount": .number(String(memberCount)), "offset": .number(String(offset)),
         ])
     }
 
@@ -22,10 +22,24 @@ public enum ServerFrames {
         presence("userLeft", room, userId: userId, timestamp: timestamp)
     }
 
-    public static func message(_ room: RoomID, message: JSONValue, sender: String, timestamp: Int64) -> OutboundFrame {
-        .text([
+    /// A room message without its offset, which the broker assigns when it appends the message to the room's
+    /// history; `ServerFrames.message(…).frame(offset:)` is the frame clients get.
+    public static func message(_ room: RoomID, message: JSONValue, sender: String, timestamp: Int64) -> RoomMessage {
+        let object: JSONValue = [
             "action": "message", "roomId": .string(room.rawValue), "message": message, "sender": .string(sender),
             "timestamp": .number(String(timestamp)),
+        ]
+        var prefix = object.jsonBytes
+        prefix.removeLast()  // the closing brace: `"offset":N}` follows
+        prefix.append(contentsOf: #","offset":"#.utf8)
+        return RoomMessage(room: room, prefix: prefix)
+    }
+
+    /// Tells a rejoining client that messages after `lastOffset` are no longer kept: it should reload the room.
+    public static func historyLost(_ room: RoomID, lastOffset: Int64, oldestOffset: Int64, timestamp: Int64) -> OutboundFrame {
+        .text([
+            "action": "historyLost", "roomId": .string(room.rawValue), "lastOffset": .number(String(lastOffset)),
+            "oldestOffset": .number(String(oldestOffset)), "timestamp": .number(String(timestamp)),
         ])
     }
 
@@ -46,5 +60,21 @@ public enum ServerFrames {
             "action": .string(action), "roomId": .string(room.rawValue), "userId": .string(userId),
             "timestamp": .number(String(timestamp)),
         ])
+    }
+}
+
+/// A room message waiting for its offset: the frame is `prefix` + the offset + `}`, so a broker (or a Redis script)
+/// can stamp it without parsing or re-encoding the message.
+public struct RoomMessage: Sendable, Hashable {
+    public var room: RoomID
+    public var prefix: [UInt8]
+
+    public init(room: RoomID, prefix: [UInt8]) {
+        self.room = room
+        self.prefix = prefix
+    }
+
+    public func frame(offset: Int64) -> OutboundFrame {
+        OutboundFrame(.text, self.prefix + Array(String(offset).utf8) + [UInt8(ascii: "}")])
     }
 }

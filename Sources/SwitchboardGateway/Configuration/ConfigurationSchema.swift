@@ -194,6 +194,20 @@ public enum ConfigurationSchema {
             parse: { try Parse.int($0, in: 0...100_000) }
         ),
         .scalar(
+            "rooms.history_messages",
+            \.history.messages,
+            default: "100",
+            "Messages each room keeps for clients rejoining with lastOffset; 0 keeps none.",
+            parse: { try Parse.int($0, in: 0...100_000) }
+        ),
+        .scalar(
+            "rooms.history_age",
+            \.history.age,
+            default: "5m",
+            "How long a room keeps a message for rejoining clients.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
             "drain.delay",
             \.drainDelay,
             default: "0s",

@@ -32,6 +32,8 @@ public struct GatewayConfiguration: Sendable {
     public var idleTimeout: Duration?
     public var presence = true
     public var maxMembersListed = 100
+    /// Messages each room keeps for clients that rejoin with their last offset.
+    public var history = HistoryLimits()
     public var drainDelay = Duration.zero
     public var drainGracePeriod = Duration.seconds(25)
     /// How long a close handshake the gateway started may take before the TCP connection is dropped.

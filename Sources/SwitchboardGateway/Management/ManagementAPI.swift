@@ -215,7 +215,7 @@ struct ManagementAPI: Sendable {
     /// connections on this node received it.
     private func publish(_ request: ManagementRequest, query: [String: String], to audience: Audience, room: RoomID?) async throws -> GatewayResponse
     {
-        var frame = self.frame(from: request)
+        let frame = self.frame(from: request)
         switch query["format"] ?? "raw" {
         case "raw":
             break
@@ -226,7 +226,9 @@ struct ManagementAPI: Sendable {
             }
             let sender = query["sender"] ?? "server"
             if let problem = Name.problem(with: sender, field: "sender") { throw ManagementError.badRequest(problem) }
-            frame = ServerFrames.message(room, message: message, sender: sender, timestamp: self.gateway.wallClock())
+            let delivered = await self.gateway.hub.count(audience)
+            self.gateway.broker.publish(ServerFrames.message(room, message: message, sender: sender, timestamp: self.gateway.wallClock()))
+            return GatewayResponse(.ok, json: ["delivered": .number(String(delivered))])
         default:
             throw ManagementError.badRequest("format must be raw or message")
         }

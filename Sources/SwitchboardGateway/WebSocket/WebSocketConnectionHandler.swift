@@ -210,7 +210,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private func run(_ work: Pending) {
         switch work {
         case .message(let buffer, let isText): self.route(buffer, isText: isText)
-        case .command(.join(let room)): self.join(room)
+        case .command(.join(let room)): self.join(room, after: nil)
         case .command(.leave(let room)): if self.rooms.contains(room) { self.leave(room) }
         case .command(.close(let code, let reason)): self.close(code: code, reason: reason)
         }
@@ -264,7 +264,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.gateway.metrics.messagesSent.increment()
                 self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
-            case .join(let room): self.join(room)
+            case .roomMessage(let message): self.gateway.broker.publish(message)
+            case .join(let room, let after): self.join(room, after: after)
             case .leave(let room): self.leave(room)
             }
         }
@@ -303,10 +304,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     private var member: RoomMember { RoomMember(connection: self.info.id, userId: self.info.userId) }
 
-    private func join(_ room: RoomID) {
+    /// Joins a room: `joinedRoom` (with the room's current offset), then, for a client rejoining with the last
+    /// offset it saw, what it missed or `historyLost`. Messages published meanwhile may arrive twice; offsets let
+    /// clients drop what they have already seen.
+    private func join(_ room: RoomID, after: Int64?) {
         let (broker, member, limit) = (self.gateway.broker, self.member, self.gateway.configuration.maxMembersListed)
         self.awaitBackend {
-            try await broker.join(room, member: member, listing: limit)
+            let roster = try await broker.join(room, member: member, listing: limit)
+            let offset = await broker.lastOffset(of: room)
+            let missed = if let after { await broker.history(of: room, after: after) } else { RoomHistory.messages([]) }
+            return (roster, offset, missed)
         } then: { result in
             guard !self.disconnected else {
                 // Gone while the registry answered: undo, as $disconnect could not see this room.
@@ -315,7 +322,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             }
             let now = self.gateway.wallClock()
             switch result {
-            case .success(let roster):
+            case .success(let (roster, offset, missed)):
                 let isNew = self.rooms.insert(room).inserted
                 if isNew { self.shard.join(room, self) }
                 // Presence goes out before the joiner hears `joinedRoom`: whatever the joiner's answer sets off
@@ -326,7 +333,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                         to: .room(room, excluding: member.connection)
                     )
                 }
-                self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count))
+                self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count, offset: offset))
+                switch missed {
+                case .messages(let frames): for frame in frames { self.send(frame) }
+                case .lost(let oldest): self.send(ServerFrames.historyLost(room, lastOffset: after ?? 0, oldestOffset: oldest, timestamp: now))
+                }
             case .failure(let error):
                 self.gateway.metrics.executionErrors.increment()
                 self.gateway.logger.error("join failed", metadata: ["connectionId": "\(member.connection)", "room": "\(room)", "error": "\(error)"])
