@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -62,9 +63,10 @@ public final class Gateway: Service {
 
     /// In memory for one node; over Redis when `redis.url` is set.
     private static func defaultBroker(_ configuration: GatewayConfiguration, group: any EventLoopGroup, hub: LocalHub, logger: Logger) -> any Broker {
-        guard let url = configuration.redisURL, let redis = try? RedisConfiguration(url: url) else {
+        guard let url = configuration.redisURL, var redis = try? RedisConfiguration(url: url) else {
             return InMemoryBroker(delivering: hub, history: configuration.history)
         }
+        if let password = configuration.redisPassword { redis.password = password }
         var options = RedisBroker.Options()
         options.prefix = configuration.redisPrefix
         options.ttl = configuration.redisTTL
@@ -113,7 +115,8 @@ public final class Gateway: Service {
                 "management API has no credentials (management.access_keys or management.bearer_token): it answers loopback clients only"
             )
         }
-        let sweeps = self.startHeartbeats()
+        var sweeps = self.startHeartbeats()
+        if let interval = configuration.emfInterval { sweeps.append(self.startEmbeddedMetrics(every: interval)) }
 
         // Serve until SIGTERM/SIGINT (or cancellation), then drain.
         try? await gracefulShutdown()
@@ -153,6 +156,28 @@ public final class Gateway: Service {
                 let now = NIODeadline.now()
                 for handler in hub.shard(on: loop).connections.values { handler.tick(now: now) }
             }
+        }
+    }
+
+    /// CloudWatch's embedded metric format: the log line is the metric, so autoscaling on connections per task needs
+    /// no agent and no API calls.
+    private func startEmbeddedMetrics(every interval: Duration) -> RepeatedTask {
+        let gateway = self.gateway
+        return self.group.next().scheduleRepeatedTask(initialDelay: .zero, delay: TimeAmount(interval)) { _ in
+            let line: JSONValue = [
+                "_aws": [
+                    "Timestamp": .number(String(gateway.wallClock())),
+                    "CloudWatchMetrics": [
+                        [
+                            "Namespace": "Switchboard", "Dimensions": [["ServiceName"]],
+                            "Metrics": [["Name": "ActiveConnections", "Unit": "Count"]],
+                        ]
+                    ],
+                ],
+                "ServiceName": .string(gateway.configuration.emfService),
+                "ActiveConnections": .number(String(gateway.activeConnections.load(ordering: .relaxed))),
+            ]
+            FileHandle.standardOutput.write(Data(line.jsonBytes + [0x0A]))
         }
     }
 

@@ -119,3 +119,23 @@ struct Connections: AsyncParsableCommand {
         } while cursor != nil
     }
 }
+
+struct Health: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Exit 0 when a node's /health answers 200: the container HEALTHCHECK, without curl in the image."
+    )
+
+    @Option(help: "Default: http://127.0.0.1:$SWITCHBOARD_PORT/health (port 8080).")
+    var url: String?
+
+    func run() async throws {
+        let port = ProcessInfo.processInfo.environment["SWITCHBOARD_PORT"] ?? "8080"
+        guard let url = URL(string: self.url ?? "http://127.0.0.1:\(port)/health") else { throw ValidationError("bad --url") }
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 4
+        let (data, response) = try await URLSession.shared.data(for: request)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        print(String(decoding: data, as: UTF8.self))
+        guard status == 200 else { throw ExitCode(1) }
+    }
+}

@@ -12,7 +12,7 @@ struct Switchboard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard",
         abstract: "A WebSocket gateway speaking API Gateway's routes and the seed rooms protocol.",
-        subcommands: [Serve.self, Send.self, Connections.self],
+        subcommands: [Serve.self, Send.self, Connections.self, Health.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -329,6 +329,21 @@ public enum ConfigurationSchema {
                 return text
             }
         ),
+        .scalar(
+            "redis.password",
+            \.redisPassword,
+            default: "none",
+            "Redis AUTH password (or ElastiCache auth token), overriding the URL's; keep it in a secret store.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "metrics.emf_interval",
+            \.emfInterval,
+            default: "off",
+            "Print ActiveConnections as a CloudWatch embedded-metric JSON line on stdout this often (e.g. 60s).",
+            parse: { $0 == "off" ? nil : try Parse.duration($0) }
+        ),
+        .scalar("metrics.emf_service", \.emfService, default: "switchboard", "The ServiceName dimension of those lines.", parse: { $0 }),
         .scalar("redis.prefix", \.redisPrefix, default: "switchboard:", "Prefix of every Redis key and channel.", parse: { $0 }),
         .scalar(
             "redis.ttl",

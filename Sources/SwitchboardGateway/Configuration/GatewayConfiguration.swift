@@ -68,6 +68,8 @@ public struct GatewayConfiguration: Sendable {
     public var apiId = "switchboard"
     /// A Redis URL makes this node part of a cluster; `nil` keeps everything in memory.
     public var redisURL: String?
+    /// Overrides the URL's password, so the URL can sit in plain configuration and the password in a secret store.
+    public var redisPassword: String?
     public var redisPrefix = "switchboard:"
     /// How long a dead node's entries live before survivors sweep them.
     public var redisTTL = Duration.seconds(30)
@@ -75,6 +77,11 @@ public struct GatewayConfiguration: Sendable {
     public var redisIngressRoomPattern: String?
     /// Answer 503 on `/health` while Redis is unreachable (by default local delivery goes on and `/health` stays 200).
     public var redisRequiredForHealth = false
+    /// How often to print this node's `ActiveConnections` as a CloudWatch embedded-metric log line (`nil`: never),
+    /// for autoscaling on connections per task.
+    public var emfInterval: Duration?
+    /// The `ServiceName` dimension of those lines.
+    public var emfService = "switchboard"
     /// This node's name in the cluster; unique per process.
     public var nodeId = GatewayConfiguration.defaultNodeId()
 
