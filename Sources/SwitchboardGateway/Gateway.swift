@@ -3,12 +3,14 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import Prometheus
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardRedis
 import Synchronization
+import UnixSignals
 
 /// A Switchboard node: WebSocket and HTTP on one port, run as a `Service` so a `ServiceGroup` drains it on SIGTERM.
 ///
@@ -18,6 +20,8 @@ public final class Gateway: Service {
     private let gateway: GatewayContext
     private let group: MultiThreadedEventLoopGroup
     private let boundAddress = Mutex<SocketAddress?>(nil)
+    /// The TLS context new connections get; replaced on SIGHUP so renewed certificates apply without a restart.
+    private let tls = Mutex<NIOSSLContext?>(nil)
 
     /// - Parameters:
     ///   - configuration: the validated configuration.
@@ -82,8 +86,21 @@ public final class Gateway: Service {
     public var localAddress: SocketAddress? { self.boundAddress.withLock { $0 } }
 
     public func run() async throws {
+        try self.loadTLS()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await self.gateway.broker.run() }
+            if self.gateway.configuration.tlsCertificateFile != nil {
+                group.addTask {
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        do {
+                            try self.loadTLS()
+                            self.gateway.logger.info("TLS certificate reloaded")
+                        } catch {
+                            self.gateway.logger.error("TLS reload failed; keeping the previous certificate", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+            }
             try await self.serve()
             group.cancelAll()
         }
@@ -93,6 +110,7 @@ public final class Gateway: Service {
 
     private func serve() async throws {
         let configuration = self.gateway.configuration
+        try await self.gateway.authenticator?.prepare()
         let management = ManagementAPI(gateway: self.gateway)
         let server = try await self.bootstrap(management: configuration.managementPort == nil ? management : nil, webSocket: true)
             .bind(host: configuration.host, port: configuration.port).get()
@@ -124,6 +142,24 @@ public final class Gateway: Service {
         for sweep in sweeps { sweep.cancel() }
         for server in servers { try? await server.close() }
         await self.gateway.integrations?.shutdown()
+        await self.gateway.authenticator?.shutdown()
+    }
+
+    /// Reads `tls.cert_file` and `tls.key_file` (TLS 1.2 and later) into the context new connections use.
+    private func loadTLS() throws {
+        let configuration = self.gateway.configuration
+        guard let certificate = configuration.tlsCertificateFile, let key = configuration.tlsKeyFile else { return }
+        do {
+            var tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            )
+            tls.minimumTLSVersion = .tlsv12
+            let context = try NIOSSLContext(configuration: tls)
+            self.tls.withLock { $0 = context }
+        } catch {
+            throw ConfigurationError(key: "tls.cert_file", reason: "cannot load \(certificate) and \(key): \(error)")
+        }
     }
 
     /// Stops taking connections, reports 503, closes every client with 1001 so it reconnects elsewhere, and waits
@@ -183,6 +219,7 @@ public final class Gateway: Service {
 
     private func bootstrap(management: ManagementAPI?, webSocket: Bool) -> ServerBootstrap {
         let gateway = self.gateway
+        let tls = self.tls.withLock { $0 } != nil ? self : nil
         let queue = gateway.configuration.outboundQueueBytes
         return ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
@@ -191,6 +228,9 @@ public final class Gateway: Service {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let context = tls?.tls.withLock({ $0 }) {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    }
                     if webSocket {
                         try Self.configure(channel, gateway: gateway, management: management)
                     } else {
@@ -208,23 +248,31 @@ public final class Gateway: Service {
             maxFrameSize: gateway.configuration.maxFrameBytes,
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
+                upgrade.value.requestTimer?.cancel()
                 switch Admission.evaluate(head, remoteAddress: channel.remoteAddress, gateway: gateway) {
                 case .failure(let refusal):
                     gateway.metrics.rejected(refusal.reason)
                     upgrade.value.rejection = refusal.response
                     return channel.eventLoop.makeSucceededFuture(nil)
-                case .success(let admitted):
-                    return channel.eventLoop.makeFutureWithTask { () async throws -> ConnectionInfo in
-                        let info = try await Admission.runConnectRoute(admitted, head: head, gateway: gateway)
-                        try await gateway.broker.register(info)
-                        return info
+                case .success(let candidate):
+                    return channel.eventLoop.makeFutureWithTask { () async throws -> (ConnectionInfo, VerifiedClaims?) in
+                        let (info, claims) = try await Admission.authorize(candidate, head: head, gateway: gateway)
+                        do {
+                            try await gateway.broker.register(info)
+                        } catch {
+                            gateway.releaseUser(info.userId)
+                            throw error
+                        }
+                        return (info, claims)
                     }
-                    .map { info -> HTTPHeaders? in
-                        upgrade.value.registered = info
+                    .map { info, claims -> HTTPHeaders? in
+                        upgrade.value.registered = (info, claims)
                         gateway.activeConnections.add(1, ordering: .relaxed)
                         gateway.acceptedConnections.add(1, ordering: .relaxed)
                         gateway.metrics.connectionsAccepted.increment()
-                        return HTTPHeaders()
+                        var headers = HTTPHeaders()
+                        if let subprotocol = candidate.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+                        return headers
                     }
                     .recover { error in
                         if let refusal = error as? GatewayResponseError {
@@ -241,9 +289,9 @@ public final class Gateway: Service {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    guard let info = upgrade.value.registered else { throw ChannelError.inappropriateOperationForState }
+                    guard let (info, claims) = upgrade.value.registered else { throw ChannelError.inappropriateOperationForState }
                     upgrade.value.registered = nil
-                    let handler = WebSocketConnectionHandler(info: info, gateway: gateway, now: .now())
+                    let handler = WebSocketConnectionHandler(info: info, claims: claims, gateway: gateway, now: .now())
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import SwitchboardCore
 import Synchronization
 
@@ -20,6 +21,13 @@ final class GatewayContext: Sendable {
     /// HTTP backends, when any route has one.
     let integrations: IntegrationClient?
     let metrics: GatewayMetrics
+    /// JWT verification, when a key is configured.
+    let authenticator: Authenticator?
+    /// Stage-wide token buckets (API Gateway's account-level throttling), when configured.
+    let connectThrottle: Throttle?
+    let messageThrottle: Throttle?
+    /// Open connections per user id on this node, for `limits.max_connections_per_user`.
+    let connectionsPerUser = Mutex<[String: Int]>([:])
     /// Subsystem loggers (`subsystem` metadata), each with its own level from `log.levels`.
     let managementLogger: Logger
     let integrationLogger: Logger
@@ -49,6 +57,19 @@ final class GatewayContext: Sendable {
         self.startedAt = wallClock()
         self.integrations = integrations
         self.metrics = metrics
+        self.authenticator = configuration.auth.enabled ? Authenticator(configuration.auth, group: hub.group, logger: logger) : nil
+        let throttling = configuration.throttling
+        self.connectThrottle = Throttle(rate: throttling.connectRate, burst: throttling.connectBurst)
+        self.messageThrottle = Throttle(rate: throttling.messageRate, burst: throttling.messageBurst)
+    }
+
+    /// A connection of `userId` is gone (or never made it): it no longer counts toward the per-user limit.
+    func releaseUser(_ userId: String) {
+        guard self.configuration.maxConnectionsPerUser != nil else { return }
+        self.connectionsPerUser.withLock { counts in
+            counts[userId, default: 1] -= 1
+            if counts[userId] == 0 { counts.removeValue(forKey: userId) }
+        }
     }
 
     /// Posts an event to a backend, recording its latency and any failure for `route`.
@@ -69,4 +90,22 @@ final class GatewayContext: Sendable {
     }
 
     static let systemWallClock: @Sendable () -> Int64 = { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+}
+
+/// A token bucket shared by every connection of a node (stage-wide throttling), or held by one connection.
+final class Throttle: Sendable {
+    private let bucket: Mutex<TokenBucket>
+
+    /// `nil` when `rate` is 0 (off); a burst of 0 means one second's worth.
+    init?(rate: Double, burst: Int) {
+        guard rate > 0 else { return nil }
+        self.bucket = Mutex(TokenBucket(rate: rate, burst: burst > 0 ? burst : max(1, Int(rate.rounded(.up))), now: Self.now()))
+    }
+
+    func admit() -> Bool {
+        let now = Self.now()
+        return self.bucket.withLock { $0.take(now: now) }
+    }
+
+    static func now() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
 }

@@ -389,6 +389,211 @@ public enum ConfigurationSchema {
             }
         ),
         .scalar(
+            "auth.hmac_secret",
+            \.auth.hmacSecret,
+            default: "none",
+            "Shared secret (32+ bytes) for HS256/384/512 tokens on $connect.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.hmac_algorithm",
+            \.auth.hmacAlgorithm,
+            default: "HS256",
+            "HS256, HS384 or HS512.",
+            parse: { text in
+                guard ["HS256", "HS384", "HS512"].contains(text) else { throw Parse.fail("must be HS256, HS384 or HS512") }
+                return text
+            }
+        ),
+        .scalar(
+            "auth.public_key_file",
+            \.auth.publicKeyFile,
+            default: "none",
+            "PEM public key: RSA (RS256), P-256 (ES256) or Ed25519 (EdDSA).",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.public_key_id",
+            \.auth.publicKeyId,
+            default: "none",
+            "The kid of that key, when tokens name one.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.jwks",
+            \.auth.jwks,
+            default: "none",
+            "JWKS file or https:// URL (cached; fetched again when a token names an unknown kid).",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.issuer",
+            \.auth.issuer,
+            default: "none",
+            "Required iss.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.audience",
+            \.auth.audience,
+            default: "none",
+            "Required aud (one of the token's).",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.leeway",
+            \.auth.leeway,
+            default: "30s",
+            "Clock skew allowed on exp and nbf.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "auth.user_claim",
+            \.auth.userClaim,
+            default: "sub",
+            "The claim that names the user.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.rooms_claim",
+            \.auth.roomsClaim,
+            default: "rooms",
+            "The claim listing room globs the connection may join and publish to.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "auth.require_expiry",
+            \.auth.requireExpiry,
+            default: "false",
+            "Refuse tokens without exp.",
+            parse: { try Parse.bool($0) }
+        ),
+        .scalar(
+            "auth.expired_close_code",
+            \.auth.expiredCloseCode,
+            default: "4001",
+            "Close code for a connection whose token expired unrefreshed.",
+            parse: { UInt16(try Parse.int($0, in: 4000...4999)) }
+        ),
+        ConfigurationOption(
+            key: "auth.route_claims",
+            shape: .map,
+            defaultText: "none",
+            summary: "Routes that need a claim: route=claim or route=claim:value (e.g. moderate=role:admin)."
+        ) { configuration, value in
+            guard case .map(let map) = value else { throw ConfigurationError(key: "auth.route_claims", reason: "expected a map") }
+            configuration.auth.routeClaims = map
+        },
+        ConfigurationOption(
+            key: "origins.allowed",
+            shape: .list,
+            defaultText: "any",
+            summary: "Origins allowed to open WebSockets (exact, or https://*.example.com); others get 403."
+        ) { configuration, value in
+            guard case .list(let origins) = value else { throw ConfigurationError(key: "origins.allowed", reason: "expected a list") }
+            configuration.allowedOrigins = origins
+        },
+        .scalar(
+            "throttle.connect_rate",
+            \.throttling.connectRate,
+            default: "0 (off)",
+            "New connections per second on this node (token bucket); over it: 429.",
+            parse: { text in
+                guard let value = Double(text), value >= 0 else { throw Parse.fail("'\(text)' is not a rate") }
+                return value
+            }
+        ),
+        .scalar(
+            "throttle.message_rate",
+            \.throttling.messageRate,
+            default: "0 (off)",
+            "Messages per second on this node; over it: a Too Many Requests error frame.",
+            parse: { text in
+                guard let value = Double(text), value >= 0 else { throw Parse.fail("'\(text)' is not a rate") }
+                return value
+            }
+        ),
+        .scalar(
+            "throttle.per_connection_rate",
+            \.throttling.perConnectionRate,
+            default: "0 (off)",
+            "Messages per second per connection; over it: error frames, then 1008.",
+            parse: { text in
+                guard let value = Double(text), value >= 0 else { throw Parse.fail("'\(text)' is not a rate") }
+                return value
+            }
+        ),
+        .scalar(
+            "throttle.connect_burst",
+            \.throttling.connectBurst,
+            default: "rate",
+            "Burst of that bucket.",
+            parse: { try Parse.int($0, in: 0...1_000_000) }
+        ),
+        .scalar(
+            "throttle.message_burst",
+            \.throttling.messageBurst,
+            default: "rate",
+            "Burst of that bucket.",
+            parse: { try Parse.int($0, in: 0...1_000_000) }
+        ),
+        .scalar(
+            "throttle.per_connection_burst",
+            \.throttling.perConnectionBurst,
+            default: "rate",
+            "Burst of that bucket.",
+            parse: { try Parse.int($0, in: 0...1_000_000) }
+        ),
+        .scalar(
+            "throttle.abuse_close_after",
+            \.throttling.abuseCloseAfter,
+            default: "50",
+            "Throttled messages in a row before a connection is closed with 1008.",
+            parse: { try Parse.int($0, in: 0...1_000_000) }
+        ),
+        .scalar(
+            "limits.max_connections",
+            \.maxConnections,
+            default: "none",
+            "Connections this node accepts; over it: 429.",
+            parse: { $0 == "none" ? nil : try Parse.int($0, in: 1...10_000_000) }
+        ),
+        .scalar(
+            "limits.max_connections_per_user",
+            \.maxConnectionsPerUser,
+            default: "none",
+            "Connections per user id on this node; over it: 429.",
+            parse: { $0 == "none" ? nil : try Parse.int($0, in: 1...1_000_000) }
+        ),
+        .scalar(
+            "limits.max_rooms_per_connection",
+            \.maxRoomsPerConnection,
+            default: "100",
+            "Rooms one connection may be in.",
+            parse: { try Parse.int($0, in: 1...100_000) }
+        ),
+        .scalar(
+            "limits.handshake_timeout",
+            \.handshakeTimeout,
+            default: "10s",
+            "Time a new connection has to complete its HTTP request or upgrade.",
+            parse: { try Parse.duration($0) }
+        ),
+        .scalar(
+            "tls.cert_file",
+            \.tlsCertificateFile,
+            default: "none (plain ws://)",
+            "PEM certificate chain: serve wss:// directly (TLS 1.2+; SIGHUP reloads).",
+            parse: { $0 }
+        ),
+        .scalar(
+            "tls.key_file",
+            \.tlsKeyFile,
+            default: "none",
+            "PEM private key of that certificate.",
+            parse: { $0 }
+        ),
+        .scalar(
             "log.level",
             \.logLevel,
             default: "info",

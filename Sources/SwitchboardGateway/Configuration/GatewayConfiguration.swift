@@ -82,6 +82,52 @@ public struct GatewayConfiguration: Sendable {
     public var emfInterval: Duration?
     /// The `ServiceName` dimension of those lines.
     public var emfService = "switchboard"
+    /// JWT on `$connect` (off until a key is configured).
+    public struct Authentication: Sendable {
+        public var hmacSecret: String?
+        public var hmacAlgorithm = "HS256"
+        public var publicKeyFile: String?
+        public var publicKeyId: String?
+        /// A JWKS file or `https://` URL.
+        public var jwks: String?
+        public var issuer: String?
+        public var audience: String?
+        public var leeway = Duration.seconds(30)
+        public var userClaim = "sub"
+        /// The claim listing (as globs) the rooms a connection may join and publish to; absent in a token: any room.
+        public var roomsClaim = "rooms"
+        public var requireExpiry = false
+        public var expiredCloseCode: UInt16 = 4001
+        /// Routes that need a claim: route key → `claim` or `claim=value`.
+        public var routeClaims: [String: String] = [:]
+
+        public var enabled: Bool { self.hmacSecret != nil || self.publicKeyFile != nil || self.jwks != nil }
+    }
+
+    /// Stage-wide and per-connection limits, as API Gateway throttles (0 turns a bucket off).
+    public struct Throttling: Sendable {
+        public var connectRate = 0.0
+        public var connectBurst = 0
+        public var messageRate = 0.0
+        public var messageBurst = 0
+        public var perConnectionRate = 0.0
+        public var perConnectionBurst = 0
+        /// Throttled messages in a row after which the connection is closed with 1008.
+        public var abuseCloseAfter = 50
+    }
+
+    public var auth = Authentication()
+    /// Origins allowed to connect (`https://app.example.com`, `https://*.example.com`); empty allows any.
+    public var allowedOrigins: [String] = []
+    public var throttling = Throttling()
+    public var maxConnections: Int?
+    public var maxConnectionsPerUser: Int?
+    public var maxRoomsPerConnection = 100
+    /// How long a new TCP connection may take to send its handshake (slowloris guard).
+    public var handshakeTimeout = Duration.seconds(10)
+    public var tlsCertificateFile: String?
+    public var tlsKeyFile: String?
+
     /// This node's name in the cluster; unique per process.
     public var nodeId = GatewayConfiguration.defaultNodeId()
 
@@ -118,6 +164,15 @@ public struct GatewayConfiguration: Sendable {
                 reason:
                     "\(self.outboundQueueBytes) is below limits.max_message_bytes (\(self.maxMessageBytes)): one message would close its recipient"
             )
+        }
+        if (self.tlsCertificateFile == nil) != (self.tlsKeyFile == nil) {
+            throw ConfigurationError(key: "tls.cert_file", reason: "tls.cert_file and tls.key_file go together")
+        }
+        if let secret = self.auth.hmacSecret, secret.utf8.count < 32 {
+            throw ConfigurationError(key: "auth.hmac_secret", reason: "must be at least 32 bytes (jwt-kit refuses shorter HMAC keys)")
+        }
+        if !self.auth.enabled, !self.auth.routeClaims.isEmpty {
+            throw ConfigurationError(key: "auth.route_claims", reason: "needs a key: auth.hmac_secret, auth.public_key_file or auth.jwks")
         }
         if self.pongTimeout <= self.pingInterval {
             throw ConfigurationError(

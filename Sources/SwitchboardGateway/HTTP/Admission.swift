@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import Prometheus
 import SwitchboardCore
+import Synchronization
 
 /// `$connect` for the built-in gateway: decides whether an upgrade request becomes a registered connection.
 /// Refusals carry an HTTP status and a message, as API Gateway answers a refused `$connect`.
@@ -15,23 +16,52 @@ enum Admission {
         !self.reservedPrefixes.contains { path == $0 || path.hasPrefix($0 + "/") } && !path.contains("/@")
     }
 
-    /// The connection to register, or the response that refuses it.
+    /// A handshake that passed the synchronous checks, with what the asynchronous ones need.
+    struct Candidate: Sendable {
+        var info: ConnectionInfo
+        /// The JWT, from the `token` query parameter, `Authorization: Bearer` or a `Sec-WebSocket-Protocol` entry.
+        var token: String?
+        /// The subprotocol to answer with when the token came as one (browsers require an answer).
+        var subprotocol: String?
+    }
+
+    /// The checks that need no I/O: draining, path, origin, node limits, stage throttle, user id, token location.
     static func evaluate(
         _ head: HTTPRequestHead,
         remoteAddress: SocketAddress?,
         gateway: GatewayContext
-    ) -> Result<ConnectionInfo, GatewayResponseError> {
-        if gateway.isDraining {
-            return .failure(GatewayResponseError(.message(.serviceUnavailable, "Server is draining; reconnect to another node"), reason: "draining"))
+    ) -> Result<Candidate, GatewayResponseError> {
+        func refuse(_ status: HTTPResponseStatus, _ message: String, _ reason: String) -> Result<Candidate, GatewayResponseError> {
+            .failure(GatewayResponseError(.message(status, message), reason: reason))
         }
+        let configuration = gateway.configuration
+        if gateway.isDraining { return refuse(.serviceUnavailable, "Server is draining; reconnect to another node", "draining") }
         let (path, query) = self.split(head.uri)
-        guard self.isWebSocketPath(path) else { return .failure(GatewayResponseError(.message(.notFound, "Not Found"), reason: "not_found")) }
+        guard self.isWebSocketPath(path) else { return refuse(.notFound, "Not Found", "not_found") }
+        if let origin = head.headers.first(name: "origin"), !OriginPolicy.allows(origin, configuration.allowedOrigins) {
+            return refuse(.forbidden, "Origin \(origin) is not allowed", "origin")
+        }
+        if let limit = configuration.maxConnections, gateway.activeConnections.load(ordering: .relaxed) >= limit {
+            return refuse(.tooManyRequests, "Too many connections on this node (at most \(limit))", "max_connections")
+        }
+        if let throttle = gateway.connectThrottle, !throttle.admit() {
+            gateway.metrics.throttled("connect_rate")
+            return refuse(.tooManyRequests, "Too Many Requests", "connect_rate")
+        }
         var userId = "anonymous"
         if let requested = query["userId"] {
-            if let problem = Name.problem(with: requested, field: "userId") {
-                return .failure(GatewayResponseError(.message(.badRequest, problem), reason: "bad_request"))
-            }
+            if let problem = Name.problem(with: requested, field: "userId") { return refuse(.badRequest, problem, "bad_request") }
             userId = requested
+        }
+        var token = query["token"]
+        if token == nil, let authorization = head.headers.first(name: "authorization"), authorization.hasPrefix("Bearer ") {
+            token = String(authorization.dropFirst("Bearer ".count))
+        }
+        var subprotocol: String?
+        let protocols = head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
+        if token == nil, let jwt = protocols.first(where: OriginPolicy.looksLikeJWT) {
+            token = jwt
+            subprotocol = protocols.first { !OriginPolicy.looksLikeJWT($0) } ?? jwt
         }
         let segments = path.split(separator: "/")
         let stage = segments.first.map(String.init).flatMap { $0 == "ws" ? nil : $0 }
@@ -44,7 +74,50 @@ enum Admission {
             stage: stage,
             domainName: head.headers.first(name: "host") ?? "localhost"
         )
-        return .success(info)
+        return .success(Candidate(info: info, token: token, subprotocol: subprotocol))
+    }
+
+    /// The checks that need I/O: the token's signature and claims, the per-user limit, then the `$connect` route.
+    static func authorize(_ candidate: Candidate, head: HTTPRequestHead, gateway: GatewayContext) async throws -> (ConnectionInfo, VerifiedClaims?) {
+        var info = candidate.info
+        var claims: VerifiedClaims?
+        if let authenticator = gateway.authenticator {
+            guard let token = candidate.token else {
+                gateway.logger.info("connection refused", metadata: ["reason": "no token", "sourceIp": "\(info.sourceIp)"])
+                throw GatewayResponseError(
+                    .message(.unauthorized, "Unauthorized: no token (token query parameter, Authorization: Bearer, or subprotocol)"),
+                    reason: "unauthorized"
+                )
+            }
+            do {
+                let verified = try await authenticator.verify(token, now: gateway.wallClock())
+                info.userId = verified.userId
+                info.authorizer = verified.all
+                claims = verified
+            } catch {
+                gateway.logger.info("connection refused", metadata: ["reason": "\(error.reason)", "sourceIp": "\(info.sourceIp)"])
+                throw GatewayResponseError(.message(.unauthorized, "Unauthorized: \(error.reason)"), reason: "unauthorized")
+            }
+        }
+        if let limit = gateway.configuration.maxConnectionsPerUser {
+            let admitted = gateway.connectionsPerUser.withLock { counts -> Bool in
+                guard counts[info.userId, default: 0] < limit else { return false }
+                counts[info.userId, default: 0] += 1
+                return true
+            }
+            guard admitted else {
+                throw GatewayResponseError(
+                    .message(.tooManyRequests, "Too many connections for this user (at most \(limit))"),
+                    reason: "max_connections_per_user"
+                )
+            }
+        }
+        do {
+            return (try await self.runConnectRoute(info, head: head, gateway: gateway), claims)
+        } catch {
+            gateway.releaseUser(info.userId)
+            throw error
+        }
     }
 
     /// Runs the `$connect` integration, when there is one: a 2xx reply admits the connection (with the reply's

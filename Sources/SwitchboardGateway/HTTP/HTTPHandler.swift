@@ -39,7 +39,10 @@ final class UpgradeState {
     var rejection: GatewayResponse?
     /// The connection registered by `$connect` and not yet handed to its WebSocket handler. If the channel closes
     /// before the handover, the registration is undone here, so nothing leaks.
-    var registered: ConnectionInfo?
+    var registered: (ConnectionInfo, VerifiedClaims?)?
+    /// Closes a connection that does not finish its request in time (slowloris): armed while waiting for a request,
+    /// cancelled once one has arrived (for an upgrade, when the upgrader sees its head).
+    var requestTimer: Scheduled<Void>?
 }
 
 /// Serves the plain-HTTP side of the port before (or instead of) an upgrade: health endpoints, and the answers to
@@ -64,6 +67,23 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.management = management
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.armRequestTimer(context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.upgrade.requestTimer?.cancel()
+    }
+
+    private func armRequestTimer(context: ChannelHandlerContext) {
+        self.upgrade.requestTimer?.cancel()
+        let timeout = TimeAmount(self.gateway.configuration.handshakeTimeout)
+        self.upgrade.requestTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.gateway.metrics.clientError("handshake_timeout")
+            context.close(promise: nil)
+        }
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
@@ -81,6 +101,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard let head = self.request else { return }
             self.request = nil
+            self.upgrade.requestTimer?.cancel()
             let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty && !self.bodyTooLarge
             let path = Admission.split(head.uri).path
             if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(path) {
@@ -154,10 +175,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.eventStream?.cancel()
-        if let info = self.upgrade.registered {
+        self.upgrade.requestTimer?.cancel()
+        if let (info, _) = self.upgrade.registered {
             self.upgrade.registered = nil
             let broker = self.gateway.broker
             let active = self.gateway
+            active.releaseUser(info.userId)
             context.eventLoop.makeFutureWithTask {
                 await broker.unregister(info.id)
                 active.activeConnections.subtract(1, ordering: .relaxed)
@@ -226,7 +249,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
         let done = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        if keepAlive {
+            self.armRequestTimer(context: context)
+        } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }

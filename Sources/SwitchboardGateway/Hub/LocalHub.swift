@@ -82,6 +82,7 @@ final class LocalHub: LocalDelivery {
     }
 
     private let shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>]
+    let group: any EventLoopGroup
 
     init(group: any EventLoopGroup, metrics: GatewayMetrics) {
         var shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>] = [:]
@@ -89,6 +90,7 @@ final class LocalHub: LocalDelivery {
             shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics), eventLoop: loop)
         }
         self.shards = shards
+        self.group = group
     }
 
     /// The shard of the loop the caller runs on.

@@ -11,7 +11,12 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    let info: ConnectionInfo
+    private(set) var info: ConnectionInfo
+    /// What the connection's JWT allows, when auth is on; replaced by `refreshToken`.
+    private var claims: VerifiedClaims?
+    /// Per-connection throttling, when configured, and how many messages in a row it refused.
+    private var rateBucket: TokenBucket?
+    private var throttledInARow = 0
     /// The rooms this connection is in, as the apps see them.
     private(set) var rooms: Set<RoomID> = []
     private let gateway: GatewayContext
@@ -26,10 +31,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var disconnected = false
     private var closeTimer: Scheduled<Void>?
 
-    init(info: ConnectionInfo, gateway: GatewayContext, now: NIODeadline) {
+    init(info: ConnectionInfo, claims: VerifiedClaims?, gateway: GatewayContext, now: NIODeadline) {
         let configuration = gateway.configuration
         self.info = info
+        self.claims = claims
         self.gateway = gateway
+        let throttling = configuration.throttling
+        if throttling.perConnectionRate > 0 {
+            let burst = throttling.perConnectionBurst > 0 ? throttling.perConnectionBurst : max(1, Int(throttling.perConnectionRate.rounded(.up)))
+            self.rateBucket = TokenBucket(rate: throttling.perConnectionRate, burst: burst, now: Throttle.now())
+        }
         self.lastActiveAt = info.connectedAt
         self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
         self.liveness = Liveness(
@@ -179,6 +190,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Heartbeat: called by the loop's sweep.
     func tick(now: NIODeadline) {
         guard self.session.isOpen, let context else { return }
+        if let expiresAt = self.claims?.expiresAt, self.gateway.wallClock() >= expiresAt {
+            self.close(code: self.gateway.configuration.auth.expiredCloseCode, reason: "token expired")
+            return
+        }
         switch self.liveness.tick(now: now) {
         case .none:
             break
@@ -235,12 +250,22 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     private func route(_ buffer: ByteBuffer, isText: Bool) {
         let configuration = self.gateway.configuration
+        guard self.admitMessage() else { return }
         let body = isText ? buffer.withUnsafeReadableBytes { try? JSONValue.parse($0) } : nil
         let selected = configuration.routeSelectionExpression.routeKey(for: body)
-        let (key, target) = configuration.routes.resolve(selectedKey: selected)
         let now = self.gateway.wallClock()
+        if selected == "refreshToken", let authenticator = self.gateway.authenticator {
+            self.refreshToken(body?.objectValue?["token"]?.stringValue, authenticator: authenticator, now: now)
+            return
+        }
+        let (key, target) = configuration.routes.resolve(selectedKey: selected)
         self.lastActiveAt = now
         self.gateway.metrics.received(route: key, bytes: buffer.readableBytes)
+        if let requirement = configuration.auth.routeClaims[key], !self.claimsSatisfy(requirement) {
+            self.gateway.metrics.clientError("forbidden")
+            self.send(ServerFrames.error("Forbidden: route \(key) needs claim \(requirement)", timestamp: now))
+            return
+        }
         switch target {
         case .builtin(let app):
             self.runApp(app, buffer: buffer, isText: isText, body: body, selected: selected, now: now)
@@ -264,8 +289,18 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.gateway.metrics.messagesSent.increment()
                 self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
-            case .roomMessage(let message): self.gateway.broker.publish(message)
-            case .join(let room, let after): self.join(room, after: after)
+            case .roomMessage(let message):
+                guard self.mayUse(message.room, now: now) else { continue }
+                self.gateway.broker.publish(message)
+            case .join(let room, let after):
+                guard self.mayUse(room, now: now) else { continue }
+                let limit = self.gateway.configuration.maxRoomsPerConnection
+                guard self.rooms.count < limit || self.rooms.contains(room) else {
+                    self.gateway.metrics.clientError("too_many_rooms")
+                    self.send(ServerFrames.error("Too many rooms (at most \(limit))", timestamp: now))
+                    continue
+                }
+                self.join(room, after: after)
             case .leave(let room): self.leave(room)
             }
         }
@@ -303,6 +338,74 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     private var member: RoomMember { RoomMember(connection: self.info.id, userId: self.info.userId) }
+
+    // MARK: Limits and authorization
+
+    /// Stage-wide and per-connection throttling: a refused message gets API Gateway's `Too Many Requests` frame, and
+    /// a connection that keeps going is closed with 1008.
+    private func admitMessage() -> Bool {
+        var refusedBy: String?
+        if let throttle = self.gateway.messageThrottle, !throttle.admit() {
+            refusedBy = "message_rate"
+        } else if self.rateBucket?.take(now: Throttle.now()) == false {
+            refusedBy = "connection_rate"
+        }
+        guard let reason = refusedBy else {
+            self.throttledInARow = 0
+            return true
+        }
+        self.throttledInARow += 1
+        self.gateway.metrics.throttled(reason)
+        if self.throttledInARow >= self.gateway.configuration.throttling.abuseCloseAfter {
+            self.close(code: CloseCode.policyViolation, reason: "rate limit exceeded")
+        } else {
+            let frame: JSONValue = [
+                "message": "Too Many Requests", "connectionId": .string(self.info.id.rawValue), "requestId": .string(ConnectionID.random().rawValue),
+            ]
+            self.send(.text(frame))
+        }
+        return false
+    }
+
+    /// Whether the token (if any) lets this connection into `room`; answers the client when not.
+    private func mayUse(_ room: RoomID, now: Int64) -> Bool {
+        guard let claims = self.claims, !claims.allows(room: room) else { return true }
+        self.gateway.metrics.clientError("forbidden")
+        self.send(ServerFrames.error("Forbidden: the token does not allow room \(room)", timestamp: now))
+        return false
+    }
+
+    /// `claim` or `claim:value`.
+    private func claimsSatisfy(_ requirement: String) -> Bool {
+        let parts = requirement.split(separator: ":", maxSplits: 1).map(String.init)
+        guard let value = self.claims?.all[parts[0]] else { return false }
+        return parts.count == 1 || value.split(separator: ",").contains { $0 == parts[1] }
+    }
+
+    /// `{"action":"refreshToken","token":…}`: a fresh token for the same user extends the connection's life.
+    private func refreshToken(_ token: String?, authenticator: Authenticator, now: Int64) {
+        guard let token else {
+            self.send(ServerFrames.error("refreshToken needs a token", timestamp: now))
+            return
+        }
+        let userId = self.info.userId
+        self.awaitBackend {
+            try await authenticator.verify(token, now: now)
+        } then: { result in
+            switch result {
+            case .success(let claims) where claims.userId == userId:
+                self.claims = claims
+                self.info.authorizer = claims.all
+                var reply: [JSONObject.Member] = [.init("action", "tokenRefreshed")]
+                if let expiresAt = claims.expiresAt { reply.append(.init("expiresAt", .number(String(expiresAt)))) }
+                self.send(.text(.object(JSONObject(reply))))
+            case .success:
+                self.send(ServerFrames.error("Token refresh failed: the token is for another user", timestamp: now))
+            case .failure(let error):
+                self.send(ServerFrames.error("Token refresh failed: \(error)", timestamp: now))
+            }
+        }
+    }
 
     /// Joins a room: `joinedRoom` (with the room's current offset), then, for a client rejoining with the last
     /// offset it saw, what it missed or `historyLost`. Messages published meanwhile may arrive twice; offsets let
@@ -388,6 +491,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.shard.remove(self)
         let status = self.session.closeStatus ?? (CloseCode.abnormal, "")
         self.gateway.metrics.disconnected(code: status.code)
+        self.gateway.releaseUser(self.info.userId)
         self.gateway.logger.info(
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]

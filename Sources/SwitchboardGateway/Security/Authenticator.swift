@@ -1,0 +1,224 @@
+import AsyncHTTPClient
+import Foundation
+import JWTKit
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardCore
+import Synchronization
+
+/// What a verified token says about a connection.
+struct VerifiedClaims: Sendable, Hashable {
+    var userId: String
+    /// Glob patterns of the rooms the connection may join and publish to; `nil` when the token does not restrict rooms.
+    var rooms: [String]?
+    /// `exp`, in milliseconds since 1970.
+    var expiresAt: Int64?
+    /// Every claim as text, for `requestContext.authorizer` and route requirements.
+    var all: [String: String]
+
+    func allows(room: RoomID) -> Bool {
+        self.rooms.map { $0.contains { Glob.matches($0, room.rawValue) } } ?? true
+    }
+}
+
+/// Why a token was refused, in words for the 401 body and the log (never a stack trace).
+struct AuthenticationError: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { self.reason }
+}
+
+/// Verifies JWTs with jwt-kit against keys from configuration, a PEM file or a JWKS (file or URL, refreshed when a
+/// token names a `kid` it does not have), then checks `exp`, `nbf`, `iss` and `aud` with the configured leeway.
+final class Authenticator: Sendable {
+    private let keys: JWTKeyCollection
+    private let configuration: GatewayConfiguration.Authentication
+    private let http: HTTPClient?
+    private let logger: Logger
+    private let lastJWKSFetch = Mutex<ContinuousClock.Instant?>(nil)
+
+    init(_ configuration: GatewayConfiguration.Authentication, group: any EventLoopGroup, logger: Logger) {
+        self.keys = JWTKeyCollection()
+        self.configuration = configuration
+        let remote = configuration.jwks.map { $0.hasPrefix("http://") || $0.hasPrefix("https://") } ?? false
+        self.http = remote ? HTTPClient(eventLoopGroupProvider: .shared(group)) : nil
+        self.logger = logger
+    }
+
+    func shutdown() async {
+        try? await self.http?.shutdown()
+    }
+
+    /// Loads the keys before the node serves; a key jwt-kit would refuse or assert on is a configuration error here.
+    func prepare() async throws(ConfigurationError) {
+        let configuration = self.configuration
+        if let secret = configuration.hmacSecret {
+            guard secret.utf8.count >= 32 else {
+                throw ConfigurationError(key: "auth.hmac_secret", reason: "must be at least 32 bytes (jwt-kit refuses shorter HMAC keys)")
+            }
+            let digest: DigestAlgorithm =
+                switch configuration.hmacAlgorithm {
+                case "HS384": .sha384
+                case "HS512": .sha512
+                default: .sha256
+                }
+            await self.keys.add(hmac: HMACKey(from: secret), digestAlgorithm: digest)
+        }
+        if let path = configuration.publicKeyFile {
+            let pem: String
+            do { pem = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                throw ConfigurationError(key: "auth.public_key_file", reason: "cannot read \(path): \(error.localizedDescription)")
+            }
+            let kid = configuration.publicKeyId.map { JWKIdentifier(string: $0) }
+            if let rsa = try? Insecure.RSA.PublicKey(pem: pem) {
+                await self.keys.add(rsa: rsa, digestAlgorithm: .sha256, kid: kid)
+            } else if let ec = try? ES256PublicKey(pem: pem) {
+                await self.keys.add(ecdsa: ec, kid: kid)
+            } else if let ed = try? EdDSA.PublicKey(pem: pem) {
+                await self.keys.add(eddsa: ed, kid: kid)
+            } else {
+                throw ConfigurationError(key: "auth.public_key_file", reason: "\(path) holds no RSA (2048+ bits), P-256 or Ed25519 public key in PEM")
+            }
+        }
+        if let source = configuration.jwks {
+            do {
+                try await self.loadJWKS(from: source)
+            } catch {
+                throw ConfigurationError(key: "auth.jwks", reason: "\(source): \(error)")
+            }
+        }
+    }
+
+    private func loadJWKS(from source: String) async throws {
+        let json: String
+        if source.hasPrefix("http://") || source.hasPrefix("https://") {
+            guard let http else { throw AuthenticationError(reason: "no HTTP client") }
+            let response = try await http.execute(HTTPClientRequest(url: source), timeout: .seconds(10))
+            guard response.status == .ok else { throw AuthenticationError(reason: "answered \(response.status.code)") }
+            json = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        } else {
+            json = try String(contentsOfFile: source, encoding: .utf8)
+        }
+        try await self.keys.add(jwksJSON: json)
+        self.lastJWKSFetch.withLock { $0 = .now }
+    }
+
+    /// Verifies `token` at `now` (milliseconds since 1970).
+    func verify(_ token: String, now: Int64) async throws(AuthenticationError) -> VerifiedClaims {
+        let payload: ClaimsPayload
+        do {
+            payload = try await self.keys.verify(token, as: ClaimsPayload.self)
+        } catch let error as JWTError where error.errorType == .unknownKID {
+            // A key rotated in the JWKS since it was loaded: fetch it again, at most every 30 s.
+            guard let source = self.configuration.jwks, self.refreshAllowed() else { throw AuthenticationError(reason: "unknown key id") }
+            try? await self.loadJWKS(from: source)
+            do { payload = try await self.keys.verify(token, as: ClaimsPayload.self) } catch { throw Self.explain(error) }
+        } catch {
+            throw Self.explain(error)
+        }
+        return try self.check(payload.claims, now: now)
+    }
+
+    private func refreshAllowed() -> Bool {
+        self.lastJWKSFetch.withLock { last in
+            guard let previous = last, ContinuousClock.now - previous < .seconds(30) else { return true }
+            return false
+        }
+    }
+
+    private static func explain(_ error: any Error) -> AuthenticationError {
+        guard let error = error as? JWTError else { return AuthenticationError(reason: "invalid token") }
+        switch error.errorType {
+        case .signatureVerificationFailed: return AuthenticationError(reason: "bad signature")
+        case .malformedToken: return AuthenticationError(reason: "malformed token")
+        case .unknownKID, .missingKIDHeader: return AuthenticationError(reason: "unknown key id")
+        default: return AuthenticationError(reason: "invalid token (\(error.reason ?? "\(error.errorType)"))")
+        }
+    }
+
+    private func check(_ claims: [String: ClaimValue], now: Int64) throws(AuthenticationError) -> VerifiedClaims {
+        let leeway = Double(self.configuration.leeway.components.seconds)
+        let nowSeconds = Double(now) / 1000
+        if let exp = claims["exp"]?.number, nowSeconds > exp + leeway { throw AuthenticationError(reason: "token expired") }
+        if self.configuration.requireExpiry, claims["exp"]?.number == nil { throw AuthenticationError(reason: "token has no exp") }
+        if let nbf = claims["nbf"]?.number, nowSeconds + leeway < nbf { throw AuthenticationError(reason: "token not yet valid") }
+        if let issuer = self.configuration.issuer, claims["iss"]?.text != issuer { throw AuthenticationError(reason: "wrong issuer") }
+        if let audience = self.configuration.audience {
+            let audiences = claims["aud"].map { $0.texts } ?? []
+            guard audiences.contains(audience) else { throw AuthenticationError(reason: "wrong audience") }
+        }
+        guard let userId = claims[self.configuration.userClaim]?.text else {
+            throw AuthenticationError(reason: "token has no \(self.configuration.userClaim) claim")
+        }
+        if let problem = Name.problem(with: userId, field: self.configuration.userClaim) { throw AuthenticationError(reason: problem) }
+        return VerifiedClaims(
+            userId: userId,
+            rooms: claims[self.configuration.roomsClaim].map { $0.texts },
+            expiresAt: claims["exp"]?.number.map { Int64($0 * 1000) },
+            all: claims.compactMapValues { $0.texts.isEmpty ? nil : $0.texts.joined(separator: ",") }
+        )
+    }
+}
+
+/// Any JSON claim value.
+enum ClaimValue: Codable, Sendable, Hashable {
+    case text(String)
+    case number(Double)
+    case bool(Bool)
+    case list([ClaimValue])
+    case other
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let value = try? container.decode(String.self) {
+            self = .text(value)
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode([ClaimValue].self) {
+            self = .list(value)
+        } else {
+            self = .other
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {}
+
+    var text: String? { if case .text(let value) = self { value } else { nil } }
+    var number: Double? { if case .number(let value) = self { value } else { nil } }
+
+    /// Strings (a string, or the strings of a list) and numbers and booleans as text.
+    var texts: [String] {
+        switch self {
+        case .text(let value): [value]
+        case .number(let value): [value == value.rounded() ? String(Int64(value)) : String(value)]
+        case .bool(let value): [String(value)]
+        case .list(let values): values.flatMap(\.texts)
+        case .other: []
+        }
+    }
+}
+
+/// A payload of arbitrary claims; the time and audience checks are the authenticator's, with its leeway.
+struct ClaimsPayload: JWTPayload {
+    let claims: [String: ClaimValue]
+
+    struct Key: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Key.self)
+        var claims: [String: ClaimValue] = [:]
+        for key in container.allKeys { claims[key.stringValue] = try container.decode(ClaimValue.self, forKey: key) }
+        self.claims = claims
+    }
+
+    func encode(to encoder: any Encoder) throws {}
+
+    func verify(using algorithm: some JWTAlgorithm) async throws {}
+}
