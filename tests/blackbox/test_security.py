@@ -275,3 +275,54 @@ def test_thousands_of_joins_from_one_client_do_not_stall_the_node(server):
         for _ in range(2000):
             frame = recv_json(joiner, timeout=20)
             assert frame["action"] in ("joinedRoom", "error")
+
+
+def test_jwks_url_is_fetched_again_for_an_unknown_key_id(start_server):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    keys = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+    fetches = []
+
+    class JWKS(BaseHTTPRequestHandler):
+        def do_GET(self):
+            fetches.append(time.monotonic())
+            body = json.dumps({"keys": [{**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": kid, "alg": "RS256"}
+                                        for kid, key in keys.items()]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    jwks = ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
+    threading.Thread(target=jwks.serve_forever, daemon=True).start()
+    try:
+        server = start_server("--auth-jwks", f"http://127.0.0.1:{jwks.server_address[1]}/.well-known/jwks.json")
+        with connect(f"{server.url}/ws?token={token(key=keys['k1'], algorithm='RS256', headers={'kid': 'k1'})}") as ws:
+            assert_quiet(ws)
+        assert len(fetches) == 1  # cached
+        keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # rotated in
+        with connect(f"{server.url}/ws?token={token(key=keys['k2'], algorithm='RS256', headers={'kid': 'k2'})}") as ws:
+            assert_quiet(ws)
+        assert len(fetches) == 2
+    finally:
+        jwks.shutdown()
+        jwks.server_close()
+
+
+def test_token_claims_reach_integrations_as_the_authorizer(start_server):
+    from backend import Backend
+
+    backend = Backend()
+    try:
+        server = start_server("--auth-hmac-secret", SECRET, "--integrations", f"$connect={backend.url},notify={backend.url}")
+        with connect(f"{server.url}/ws?token={token(sub='dora', plan='pro', rooms=['a', 'b'])}") as ws:
+            assert backend.next("$connect")["requestContext"]["authorizer"]["sub"] == "dora"
+            send_json(ws, action="notify")
+            authorizer = backend.next("notify")["requestContext"]["authorizer"]
+            assert (authorizer["sub"], authorizer["plan"], authorizer["rooms"]) == ("dora", "pro", "a,b")
+    finally:
+        backend.stop()

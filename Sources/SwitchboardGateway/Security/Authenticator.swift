@@ -35,7 +35,9 @@ final class Authenticator: Sendable {
     private let configuration: GatewayConfiguration.Authentication
     private let http: HTTPClient?
     private let logger: Logger
-    private let lastJWKSFetch = Mutex<ContinuousClock.Instant?>(nil)
+    /// When a token with an unknown `kid` last made us fetch the JWKS again: at most one such fetch every 30 s, so
+    /// tokens with made-up key ids cannot turn the gateway into a load generator against the JWKS host.
+    private let lastRefresh = Mutex<ContinuousClock.Instant?>(nil)
 
     init(_ configuration: GatewayConfiguration.Authentication, group: any EventLoopGroup, logger: Logger) {
         self.keys = JWTKeyCollection()
@@ -100,7 +102,6 @@ final class Authenticator: Sendable {
             json = try String(contentsOfFile: source, encoding: .utf8)
         }
         try await self.keys.add(jwksJSON: json)
-        self.lastJWKSFetch.withLock { $0 = .now }
     }
 
     /// Verifies `token` at `now` (milliseconds since 1970).
@@ -108,21 +109,30 @@ final class Authenticator: Sendable {
         let payload: ClaimsPayload
         do {
             payload = try await self.keys.verify(token, as: ClaimsPayload.self)
-        } catch let error as JWTError where error.errorType == .unknownKID {
-            // A key rotated in the JWKS since it was loaded: fetch it again, at most every 30 s.
-            guard let source = self.configuration.jwks, self.refreshAllowed() else { throw AuthenticationError(reason: "unknown key id") }
+        } catch {
+            // A token naming a key id may be signed by a key rotated into the JWKS since it was loaded (jwt-kit then
+            // reports an unknown kid, or a bad signature from its default key): fetch the set again and retry once.
+            guard let source = self.configuration.jwks, Self.keyID(of: token) != nil, self.refreshAllowed() else { throw Self.explain(error) }
             try? await self.loadJWKS(from: source)
             do { payload = try await self.keys.verify(token, as: ClaimsPayload.self) } catch { throw Self.explain(error) }
-        } catch {
-            throw Self.explain(error)
         }
         return try self.check(payload.claims, now: now)
     }
 
+    /// The `kid` in a compact token's header, without verifying anything.
+    static func keyID(of token: String) -> String? {
+        guard let header = token.split(separator: ".").first else { return nil }
+        var base64 = header.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let object = (try? JSONValue.parse(Array(data)))?.objectValue else { return nil }
+        return object["kid"]?.stringValue
+    }
+
     private func refreshAllowed() -> Bool {
-        self.lastJWKSFetch.withLock { last in
-            guard let previous = last, ContinuousClock.now - previous < .seconds(30) else { return true }
-            return false
+        self.lastRefresh.withLock { last in
+            if let previous = last, ContinuousClock.now - previous < .seconds(30) { return false }
+            last = .now
+            return true
         }
     }
 
