@@ -206,6 +206,14 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return GatewayResponse(.ok, json: ["status": "ok"])
         case (.GET, "/health/websocket"):
             return self.websocketHealth()
+        case (.GET, "/client/switchboard.js"):
+            var response = GatewayResponse(.ok, body: Array(ClientAssets.javascript.utf8))
+            response.headers = [("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "max-age=300")]
+            return response
+        case (.GET, "/demo"):
+            var response = GatewayResponse(.ok, body: Array(ClientAssets.demoPage.utf8))
+            response.headers = [("Content-Type", "text/html; charset=utf-8")]
+            return response
         default:
             break
         }
