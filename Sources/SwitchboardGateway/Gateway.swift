@@ -219,7 +219,7 @@ public final class Gateway: Service {
 
     private func bootstrap(management: ManagementAPI?, webSocket: Bool) -> ServerBootstrap {
         let gateway = self.gateway
-        let tls = self.tls.withLock { $0 } != nil ? self : nil
+        let node = self  // each accepted connection reads the current TLS context, which SIGHUP may have replaced
         let queue = gateway.configuration.outboundQueueBytes
         return ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 4096)
@@ -228,7 +228,7 @@ public final class Gateway: Service {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let context = tls?.tls.withLock({ $0 }) {
+                    if let context = node.tls.withLock({ $0 }) {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
                     }
                     if webSocket {
