@@ -25,9 +25,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var context: ChannelHandlerContext?
     /// When the client last sent a message (milliseconds since 1970), for `GET @connections`.
     private(set) var lastActiveAt: Int64
-    /// Work that arrived while a registry call (join, leave) was in flight, done in order after it.
+    /// Work that arrived while a registry or integration call was in flight, done in order after it.
     private var backlog: [Pending] = []  // an empty array allocates nothing
-    private var awaitingRegistry = false
+    private var awaitingBackend = false
     private var disconnected = false
     private var closeTimer: Scheduled<Void>?
 
@@ -215,7 +215,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     private func enqueue(_ work: Pending) {
-        if self.awaitingRegistry {
+        if self.awaitingBackend {
             self.backlog.append(work)
         } else {
             self.run(work)
@@ -468,14 +468,17 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         then completion: @escaping (Result<T, any Error>) -> Void
     ) {
         guard let context else { return }
-        self.awaitingRegistry = true
+        self.awaitingBackend = true
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         context.eventLoop.makeFutureWithTask(operation).assumeIsolated().whenComplete { result in
             completion(result)
-            self.awaitingRegistry = false
-            if context.channel.isActive { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
-            while !self.awaitingRegistry, self.session.isOpen, !self.backlog.isEmpty {
+            self.awaitingBackend = false
+            // The backlog first: turning reads back on may deliver newer messages at once.
+            while !self.awaitingBackend, self.session.isOpen, !self.backlog.isEmpty {
                 self.run(self.backlog.removeFirst())
+            }
+            if !self.awaitingBackend, context.channel.isActive {
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
             }
         }
     }
@@ -497,8 +500,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
         )
         let (gateway, member, rooms, info) = (self.gateway, self.member, self.rooms, self.info)
+        // Rooms hear `userLeft` at once, and the connection is gone from the registry (as on API Gateway, where
+        // posting to it during `$disconnect` is a GoneException) before its backend, however slow, is told.
         context.eventLoop.makeFutureWithTask {
-            await Self.deliverDisconnect(info, status: status, gateway: gateway)
             for room in rooms {
                 await gateway.broker.leave(room, member: member)
                 if gateway.configuration.presence {
@@ -507,6 +511,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 }
             }
             await gateway.broker.unregister(member.connection)
+            await Self.deliverDisconnect(info, status: status, gateway: gateway)
             gateway.activeConnections.subtract(1, ordering: .relaxed)
         }.whenComplete { _ in }
     }
