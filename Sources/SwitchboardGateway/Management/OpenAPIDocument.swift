@@ -24,22 +24,10 @@ enum OpenAPIDocument {
                 "summary": "List connections, paged by id",
                 "parameters": [
                   {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 1000,
-                      "default": 100
-                    }
+                    "$ref": "#/components/parameters/Limit"
                   },
                   {
-                    "name": "cursor",
-                    "in": "query",
-                    "schema": {
-                      "type": "string"
-                    },
-                    "description": "The `next` value of the previous page."
+                    "$ref": "#/components/parameters/Cursor"
                   }
                 ],
                 "responses": {
@@ -72,40 +60,10 @@ enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   }
                 }
               }
@@ -113,16 +71,7 @@ enum OpenAPIDocument {
             "/@connections/{connectionId}": {
               "parameters": [
                 {
-                  "name": "connectionId",
-                  "in": "path",
-                  "required": true,
-                  "schema": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 128,
-                    "pattern": "^[A-Za-z0-9_=+/-]+$"
-                  },
-                  "description": "Percent-encoded connection id (`=` as `%3D`)."
+                  "$ref": "#/components/parameters/ConnectionId"
                 }
               ],
               "post": {
@@ -153,94 +102,19 @@ enum OpenAPIDocument {
                     "description": "Delivered"
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "410": {
-                    "description": "The connection is gone (GoneException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Gone"
                   },
                   "413": {
-                    "description": "The body is over the message limit (PayloadTooLargeException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/PayloadTooLarge"
                   },
                   "429": {
-                    "description": "The client's outbound buffer is full (LimitExceededException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/LimitExceeded"
                   }
                 }
               },
@@ -259,58 +133,13 @@ enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "410": {
-                    "description": "The connection is gone (GoneException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Gone"
                   }
                 }
               },
@@ -342,58 +171,13 @@ enum OpenAPIDocument {
                     "description": "Closing"
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "410": {
-                    "description": "The connection is gone (GoneException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Gone"
                   }
                 }
               }
@@ -401,27 +185,10 @@ enum OpenAPIDocument {
             "/@connections/{connectionId}/rooms/{roomId}": {
               "parameters": [
                 {
-                  "name": "connectionId",
-                  "in": "path",
-                  "required": true,
-                  "schema": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 128,
-                    "pattern": "^[A-Za-z0-9_=+/-]+$"
-                  },
-                  "description": "Percent-encoded connection id (`=` as `%3D`)."
+                  "$ref": "#/components/parameters/ConnectionId"
                 },
                 {
-                  "name": "roomId",
-                  "in": "path",
-                  "required": true,
-                  "schema": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 128,
-                    "pattern": "^[A-Za-z0-9_.:@-]+$"
-                  }
+                  "$ref": "#/components/parameters/RoomId"
                 }
               ],
               "put": {
@@ -432,58 +199,13 @@ enum OpenAPIDocument {
                     "description": "Joining"
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "410": {
-                    "description": "The connection is gone (GoneException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Gone"
                   }
                 }
               },
@@ -495,58 +217,13 @@ enum OpenAPIDocument {
                     "description": "Leaving"
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "410": {
-                    "description": "The connection is gone (GoneException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Gone"
                   }
                 }
               }
@@ -557,22 +234,10 @@ enum OpenAPIDocument {
                 "summary": "List rooms with member counts, paged by id",
                 "parameters": [
                   {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 1000,
-                      "default": 100
-                    }
+                    "$ref": "#/components/parameters/Limit"
                   },
                   {
-                    "name": "cursor",
-                    "in": "query",
-                    "schema": {
-                      "type": "string"
-                    },
-                    "description": "The `next` value of the previous page."
+                    "$ref": "#/components/parameters/Cursor"
                   }
                 ],
                 "responses": {
@@ -605,40 +270,10 @@ enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   }
                 }
               }
@@ -649,15 +284,7 @@ enum OpenAPIDocument {
                 "summary": "Send data to every member of a room",
                 "parameters": [
                   {
-                    "name": "roomId",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "minLength": 1,
-                      "maxLength": 128,
-                      "pattern": "^[A-Za-z0-9_.:@-]+$"
-                    }
+                    "$ref": "#/components/parameters/RoomId"
                   },
                   {
                     "name": "format",
@@ -715,58 +342,13 @@ enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "413": {
-                    "description": "The body is over the message limit (PayloadTooLargeException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/PayloadTooLarge"
                   }
                 }
               }
@@ -777,33 +359,13 @@ enum OpenAPIDocument {
                 "summary": "List a room's members, paged by connection id",
                 "parameters": [
                   {
-                    "name": "roomId",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "minLength": 1,
-                      "maxLength": 128,
-                      "pattern": "^[A-Za-z0-9_.:@-]+$"
-                    }
+                    "$ref": "#/components/parameters/RoomId"
                   },
                   {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {
-                      "type": "integer",
-                      "minimum": 1,
-                      "maximum": 1000,
-                      "default": 100
-                    }
+                    "$ref": "#/components/parameters/Limit"
                   },
                   {
-                    "name": "cursor",
-                    "in": "query",
-                    "schema": {
-                      "type": "string"
-                    },
-                    "description": "The `next` value of the previous page."
+                    "$ref": "#/components/parameters/Cursor"
                   }
                 ],
                 "responses": {
@@ -836,40 +398,10 @@ enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   }
                 }
               }
@@ -880,15 +412,7 @@ enum OpenAPIDocument {
                 "summary": "Send data to every connection of a user",
                 "parameters": [
                   {
-                    "name": "userId",
-                    "in": "path",
-                    "required": true,
-                    "schema": {
-                      "type": "string",
-                      "minLength": 1,
-                      "maxLength": 128,
-                      "pattern": "^[A-Za-z0-9_.:@-]+$"
-                    }
+                    "$ref": "#/components/parameters/UserId"
                   }
                 ],
                 "requestBody": {
@@ -923,58 +447,13 @@ enum OpenAPIDocument {
                     }
                   },
                   "400": {
-                    "description": "Malformed id, room, user or parameter (BadRequestException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/BadRequest"
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "413": {
-                    "description": "The body is over the message limit (PayloadTooLargeException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/PayloadTooLarge"
                   }
                 }
               }
@@ -1015,40 +494,10 @@ enum OpenAPIDocument {
                     }
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   },
                   "413": {
-                    "description": "The body is over the message limit (PayloadTooLargeException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/PayloadTooLarge"
                   }
                 }
               }
@@ -1069,22 +518,7 @@ enum OpenAPIDocument {
                     }
                   },
                   "403": {
-                    "description": "Missing or invalid credentials (ForbiddenException)",
-                    "headers": {
-                      "x-amzn-ErrorType": {
-                        "schema": {
-                          "type": "string"
-                        },
-                        "description": "AWS error type, e.g. GoneException"
-                      }
-                    },
-                    "content": {
-                      "application/json": {
-                        "schema": {
-                          "$ref": "#/components/schemas/Error"
-                        }
-                      }
-                    }
+                    "$ref": "#/components/responses/Forbidden"
                   }
                 }
               }
@@ -1279,6 +713,152 @@ enum OpenAPIDocument {
                   "uptimeSeconds": {
                     "type": "integer"
                   }
+                }
+              }
+            },
+            "responses": {
+              "BadRequest": {
+                "description": "Malformed id, room, user or parameter (BadRequestException)",
+                "headers": {
+                  "x-amzn-ErrorType": {
+                    "schema": {
+                      "type": "string"
+                    },
+                    "description": "AWS error type, e.g. GoneException"
+                  }
+                },
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "Forbidden": {
+                "description": "Missing or invalid credentials (ForbiddenException)",
+                "headers": {
+                  "x-amzn-ErrorType": {
+                    "schema": {
+                      "type": "string"
+                    },
+                    "description": "AWS error type, e.g. GoneException"
+                  }
+                },
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "Gone": {
+                "description": "The connection is gone (GoneException)",
+                "headers": {
+                  "x-amzn-ErrorType": {
+                    "schema": {
+                      "type": "string"
+                    },
+                    "description": "AWS error type, e.g. GoneException"
+                  }
+                },
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "PayloadTooLarge": {
+                "description": "The body is over the message limit (PayloadTooLargeException)",
+                "headers": {
+                  "x-amzn-ErrorType": {
+                    "schema": {
+                      "type": "string"
+                    },
+                    "description": "AWS error type, e.g. GoneException"
+                  }
+                },
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              },
+              "LimitExceeded": {
+                "description": "The client's outbound buffer is full (LimitExceededException)",
+                "headers": {
+                  "x-amzn-ErrorType": {
+                    "schema": {
+                      "type": "string"
+                    },
+                    "description": "AWS error type, e.g. GoneException"
+                  }
+                },
+                "content": {
+                  "application/json": {
+                    "schema": {
+                      "$ref": "#/components/schemas/Error"
+                    }
+                  }
+                }
+              }
+            },
+            "parameters": {
+              "Limit": {
+                "name": "limit",
+                "in": "query",
+                "schema": {
+                  "type": "integer",
+                  "minimum": 1,
+                  "maximum": 1000,
+                  "default": 100
+                }
+              },
+              "Cursor": {
+                "name": "cursor",
+                "in": "query",
+                "schema": {
+                  "type": "string"
+                },
+                "description": "The `next` value of the previous page."
+              },
+              "ConnectionId": {
+                "name": "connectionId",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "minLength": 1,
+                  "maxLength": 128,
+                  "pattern": "^[A-Za-z0-9_=+/-]+$"
+                },
+                "description": "Percent-encoded connection id (`=` as `%3D`)."
+              },
+              "RoomId": {
+                "name": "roomId",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "minLength": 1,
+                  "maxLength": 128,
+                  "pattern": "^[A-Za-z0-9_.:@-]+$"
+                }
+              },
+              "UserId": {
+                "name": "userId",
+                "in": "path",
+                "required": true,
+                "schema": {
+                  "type": "string",
+                  "minLength": 1,
+                  "maxLength": 128,
+                  "pattern": "^[A-Za-z0-9_.:@-]+$"
                 }
               }
             }
