@@ -96,10 +96,10 @@ final class GatewayContext: Sendable {
 final class Throttle: Sendable {
     private let bucket: Mutex<TokenBucket>
 
-    /// `nil` when `rate` is 0 (off); a burst of 0 means one second's worth.
+    /// `nil` when `rate` is 0 (off).
     init?(rate: Double, burst: Int) {
         guard rate > 0 else { return nil }
-        self.bucket = Mutex(TokenBucket(rate: rate, burst: burst > 0 ? burst : max(1, Int(rate.rounded(.up))), now: Self.now()))
+        self.bucket = Mutex(TokenBucket(rate: rate, burst: burst, now: Self.now()))
     }
 
     func admit() -> Bool {

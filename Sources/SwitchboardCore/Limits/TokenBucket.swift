@@ -6,9 +6,10 @@ public struct TokenBucket: Sendable, Hashable {
     private var tokens: Double
     private var updatedAt: Double
 
+    /// A `burst` of 0 (or less) means one second's worth of `rate`.
     public init(rate: Double, burst: Int, now: Double) {
         self.rate = rate
-        self.burst = Double(max(burst, 1))
+        self.burst = Double(burst > 0 ? burst : max(1, Int(rate.rounded(.up))))
         self.tokens = self.burst
         self.updatedAt = now
     }

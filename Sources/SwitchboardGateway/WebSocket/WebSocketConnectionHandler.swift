@@ -38,8 +38,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.gateway = gateway
         let throttling = configuration.throttling
         if throttling.perConnectionRate > 0 {
-            let burst = throttling.perConnectionBurst > 0 ? throttling.perConnectionBurst : max(1, Int(throttling.perConnectionRate.rounded(.up)))
-            self.rateBucket = TokenBucket(rate: throttling.perConnectionRate, burst: burst, now: Throttle.now())
+            self.rateBucket = TokenBucket(rate: throttling.perConnectionRate, burst: throttling.perConnectionBurst, now: Throttle.now())
         }
         self.lastActiveAt = info.connectedAt
         self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
