@@ -72,9 +72,15 @@ class Server:
         """The server's JSON log lines."""
         return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
 
-    def disconnects(self) -> list[tuple[int, str]]:
-        """(close code, reason) of every $disconnect the server logged."""
-        return [(int(e["closeCode"]), e["closeReason"]) for e in self.log_events() if e["msg"] == "disconnected"]
+    def disconnects(self, at_least: int = 0, timeout: float = 5) -> list[tuple[int, str]]:
+        """(close code, reason) of every $disconnect the server logged, waiting up to `timeout` seconds for
+        `at_least` of them: a client's close returns before the server has logged the disconnect."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [(int(e["closeCode"]), e["closeReason"]) for e in self.log_events() if e["msg"] == "disconnected"]
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def signal(self, signum: int) -> None:
         os.kill(self.process.pid, signum)

@@ -21,8 +21,9 @@ def drain_with(server, clients):
         ws.send(json.dumps({"action": "joinRoom", "roomId": "r"}))
     started = time.monotonic()
     server.signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert server.http("/health") == (503, {"status": "draining"})
+    while server.http("/health") != (503, {"status": "draining"}):
+        assert time.monotonic() - started < 1, "/health did not turn 503 before the drain delay ended"
+        time.sleep(0.02)
     assert server.http("/health/websocket")[1]["status"] == "draining"
     with pytest.raises(InvalidStatus) as refused:
         connect(f"{server.url}/ws")

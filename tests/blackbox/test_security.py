@@ -170,7 +170,7 @@ def test_connect_throttle_and_connection_limits(start_server):
         with connect(f"{limited.url}/ws?userId=u2"):
             status, body = refused(f"{limited.url}/ws?userId=u3")
             assert status == 429 and "at most 2" in body
-    time.sleep(0.3)
+    limited.disconnects(at_least=2)
     with connect(f"{limited.url}/ws?userId=u1") as ws:  # released on disconnect
         assert_quiet(ws)
 
