@@ -1,5 +1,10 @@
 // An idiomatic gorilla/websocket server speaking the seed rooms protocol (DESIGN §3): what teams write by hand.
 // One reader goroutine and one writer goroutine per connection, rooms in a map behind a mutex.
+//
+// Optional multi-node mode, `-redis host:port`: sendMessage PUBLISHes the encoded frame to Redis channel room:<roomId>
+// (pooled connections) and one subscriber connection per process PSUBSCRIBEs room:* and delivers each payload to the
+// local members of that room, so instances behind no load balancer fan out to each other's members. Presence stays
+// node-local: joinedRoom's member list and userJoined/userLeft only cover this node.
 package main
 
 import (
@@ -7,9 +12,11 @@ import (
 	"flag"
 	"log"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/gomodule/redigo/redis"
 	"github.com/gorilla/websocket"
 )
 
@@ -22,6 +29,7 @@ type client struct {
 type hub struct {
 	mu    sync.RWMutex
 	rooms map[string]map[*client]bool
+	redis *redis.Pool // nil: single node
 }
 
 var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, CheckOrigin: func(*http.Request) bool { return true }}
@@ -40,6 +48,44 @@ func (h *hub) broadcast(room string, payload []byte, except *client) {
 		default: // slow consumer: drop, as typical servers do
 		}
 	}
+}
+
+// publish delivers a room message to its members on every node: directly when single node, via Redis otherwise.
+func (h *hub) publish(room string, payload []byte) {
+	if h.redis == nil {
+		h.broadcast(room, payload, nil)
+		return
+	}
+	conn := h.redis.Get()
+	defer conn.Close()
+	if _, err := conn.Do("PUBLISH", "room:"+room, payload); err != nil {
+		log.Printf("redis publish: %v", err)
+	}
+}
+
+// subscribe relays every room:* message from Redis to the local members; the subscription is live when it returns.
+func (h *hub) subscribe(addr string) {
+	conn, err := redis.Dial("tcp", addr)
+	if err != nil {
+		log.Fatalf("redis subscribe: %v", err)
+	}
+	psc := redis.PubSubConn{Conn: conn}
+	if err := psc.PSubscribe("room:*"); err != nil {
+		log.Fatalf("redis subscribe: %v", err)
+	}
+	if _, ok := psc.Receive().(redis.Subscription); !ok {
+		log.Fatal("redis subscribe: no confirmation")
+	}
+	go func() {
+		for {
+			switch m := psc.Receive().(type) {
+			case redis.Message:
+				h.broadcast(strings.TrimPrefix(m.Channel, "room:"), m.Data, nil)
+			case error: // no resubscribe: losing cluster messages silently would skew a benchmark
+				log.Fatalf("redis subscribe: %v", m)
+			}
+		}
+	}()
 }
 
 func encode(v any) []byte { b, _ := json.Marshal(v); return b }
@@ -112,7 +158,7 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 				c.send <- encode(map[string]any{"action": "error", "message": "Not in room", "timestamp": now()})
 				continue
 			}
-			h.broadcast(room, encode(map[string]any{"action": "message", "roomId": room, "message": msg["message"], "sender": c.userID, "timestamp": now()}), nil)
+			h.publish(room, encode(map[string]any{"action": "message", "roomId": room, "message": msg["message"], "sender": c.userID, "timestamp": now()}))
 		default:
 			c.send <- encode(map[string]any{"action": "error", "message": "Unknown action", "timestamp": now()})
 		}
@@ -121,8 +167,13 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8081", "listen address")
+	redisAddr := flag.String("redis", "", "Redis host:port for multi-node mode (empty: single node)")
 	flag.Parse()
 	h := &hub{rooms: map[string]map[*client]bool{}}
+	if *redisAddr != "" {
+		h.redis = &redis.Pool{MaxIdle: 64, IdleTimeout: time.Minute, Dial: func() (redis.Conn, error) { return redis.Dial("tcp", *redisAddr) }}
+		h.subscribe(*redisAddr)
+	}
 	http.HandleFunc("/", h.serve)
 	log.Fatal(http.ListenAndServe(*addr, nil))
 }
