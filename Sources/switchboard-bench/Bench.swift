@@ -1,12 +1,10 @@
 import ArgumentParser
 import Foundation
 import Histogram
-import Logging
 import NIOCore
-import NIOWebSocket
+import NIOPosix
 import SwitchboardCore
 import Synchronization
-import WSClient
 
 /// Scenarios against any server speaking the seed protocol, one JSON line each (bench/run adds the table and ratios).
 /// Every run is bounded in time.
@@ -15,7 +13,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
         abstract: "Load scenarios for Switchboard and its peers; prints one JSON line per run.",
-        subcommands: [Connections.self, PingPong.self, RoomFanout.self]
+        subcommands: [
+            Connections.self, Churn.self, PingPong.self, RoomFanout.self, ClusterFanout.self, ManagementPost.self, Integration.self,
+        ]
     )
 }
 
@@ -28,17 +28,21 @@ struct Target: ParsableArguments {
 
     @Option(help: "Label for the output.")
     var server = "switchboard"
-}
 
-/// One scenario's result line.
-func report(_ fields: KeyValuePairs<String, JSONValue>) {
-    var members: [JSONObject.Member] = []
-    for (key, value) in fields { members.append(.init(key, value)) }
-    print(JSONValue.object(JSONObject(members)).jsonString)
+    @Option(help: "Event loop threads of the load generator.")
+    var threads = 1
+
+    @Option(help: "Local source addresses to spread connections over: 127.0.0.1 up to 127.0.0.N.")
+    var sources = 8
+
+    func urls() throws -> [WebSocketURL] { try self.url.map(WebSocketURL.init) }
+
+    func dialer() -> Dialer { Dialer(group: MultiThreadedEventLoopGroup(numberOfThreads: self.threads), sources: self.sources) }
 }
 
 func number(_ value: some BinaryInteger) -> JSONValue { .number(String(value)) }
 func number(_ value: Double) -> JSONValue { .number(String(format: "%.3f", value)) }
+func milliseconds(_ micros: UInt64) -> JSONValue { number(Double(micros) / 1000) }
 
 func residentKiB(_ pid: Int32?) -> Int? {
     guard let pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
@@ -47,203 +51,106 @@ func residentKiB(_ pid: Int32?) -> Int? {
     }
 }
 
-let logger = Logger(label: "bench")
+/// Microseconds on the system's monotonic clock: comparable across threads and processes on this machine.
+func nowMicros() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1000 }
 
-/// Shared counters and latencies across the client tasks (`Atomic` and `Mutex` cannot be captured by escaping closures).
+/// Counters and one latency histogram shared by every connection of a run.
 final class Tally: Sendable {
+    let opened = Atomic<Int>(0)
+    let closed = Atomic<Int>(0)
+    let failed = Atomic<Int>(0)
     let count = Atomic<Int>(0)
-    let extra = Atomic<Int>(0)
     private let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))  // microseconds
+    private let firstFailure = Mutex<String?>(nil)
 
-    func record(micros: Int64) { _ = self.histogram.withLock { $0.record(UInt64(max(0, micros))) } }
+    func record(since start: UInt64) {
+        let elapsed = nowMicros() &- start
+        self.histogram.withLock { _ = $0.record(elapsed < 60_000_000 ? elapsed : 60_000_000) }
+    }
+
+    func fail(_ reason: String) {
+        self.failed.add(1, ordering: .relaxed)
+        self.firstFailure.withLock { $0 = $0 ?? reason }
+    }
+
     var latencies: Histogram<UInt64> { self.histogram.withLock { $0 } }
-}
+    var failure: String? { self.firstFailure.withLock { $0 } }
 
-func microseconds(_ duration: Duration) -> Int64 {
-    duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
-}
-
-/// Opens a WebSocket that stays open until `until` completes; `onMessage` sees every text message.
-func session(
-    url: String,
-    onOpen: @escaping @Sendable (WebSocketOutboundWriter) async throws -> Void = { _ in },
-    onMessage: @escaping @Sendable (String, WebSocketOutboundWriter) async throws -> Bool
-) async throws {
-    var configuration = WebSocketClientConfiguration()
-    configuration.autoPing = .disabled
-    try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
-        try await onOpen(outbound)
-        for try await message in inbound.messages(maxSize: 1 << 20) {
-            guard case .text(let text) = message else { continue }
-            if try await !onMessage(text, outbound) { break }
-        }
-        try? await outbound.close(.normalClosure, reason: nil)
-    }
-}
-
-struct Connections: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Open N idle connections at a bounded rate; server memory per connection.")
-
-    @OptionGroup var target: Target
-    @Option var count = 1000
-    @Option(help: "New connections per second.") var rate = 2000
-    @Option(help: "Seconds to hold them before measuring.") var hold = 2.0
-
-    func run() async throws {
-        let before = residentKiB(self.target.pid)
-        let tally = Tally()
-        let (count, rate, hold, urls, pid, server) = (self.count, self.rate, self.hold, self.target.url, self.target.pid, self.target.server)
-        let started = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<count {
-                let url = urls[index % urls.count]
-                group.addTask {
-                    try? await session(url: url, onOpen: { _ in tally.count.add(1, ordering: .relaxed) }) { _, _ in true }
-                }
-                if index % 100 == 99 {
-                    let due = started + .milliseconds(Int64(index + 1) * 1000 / Int64(rate))
-                    if ContinuousClock.now < due { try await Task.sleep(until: due) }
-                }
-            }
-            let deadline = ContinuousClock.now + .seconds(60)
-            while tally.count.load(ordering: .relaxed) < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-            try await Task.sleep(for: .seconds(hold))
-            let after = residentKiB(pid)
-            let open = tally.count.load(ordering: .relaxed)
-            report([
-                "scenario": "connections", "server": .string(server), "connections": number(open),
-                "rss_before_kib": before.map(number) ?? .null, "rss_after_kib": after.map(number) ?? .null,
-                "kib_per_connection": before.flatMap { b in after.map { number(Double($0 - b) / Double(max(open, 1))) } } ?? .null,
-            ])
-            group.cancelAll()
-        }
-    }
-}
-
-struct PingPong: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "pingpong",
-        abstract: "C clients in a closed loop of ping and pong; round trips per second and latency."
+    /// A behaviour that counts opens, closes and failures, plus what the scenario adds.
+    func behaviour(
+        onOpen: @escaping @Sendable (Link) -> Void = { _ in },
+        onText: @escaping @Sendable (ByteBuffer, Link) -> Void = { _, _ in }
     )
+        -> Behaviour
+    {
+        Behaviour(
+            onOpen: { link in
+                self.opened.add(1, ordering: .relaxed)
+                onOpen(link)
+            },
+            onText: onText,
+            onClose: { self.closed.add(1, ordering: .relaxed) },
+            onFailure: { self.fail($0) }
+        )
+    }
 
-    @OptionGroup var target: Target
-    @Option var clients = 50
-    @Option var seconds = 5.0
-
-    func run() async throws {
-        let tally = Tally()
-        let deadline = ContinuousClock.now + .milliseconds(Int64(self.seconds * 1000))
-        let ping = #"{"action":"ping"}"#
-        let urls = self.target.url
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<self.clients {
-                let url = urls[index % urls.count]
-                group.addTask {
-                    // One outstanding ping per client: the sent time lives in an atomic as microseconds since `epoch`.
-                    let epoch = ContinuousClock.now
-                    let sent = Tally()
-                    try await session(
-                        url: url,
-                        onOpen: { outbound in
-                            sent.count.store(Int(microseconds(.now - epoch)), ordering: .relaxed)
-                            try await outbound.writeTextMessage(ping)
-                        }
-                    ) { text, outbound in
-                        guard text.contains("pong") else { return true }
-                        tally.record(micros: microseconds(.now - epoch) - Int64(sent.count.load(ordering: .relaxed)))
-                        guard ContinuousClock.now < deadline else { return false }
-                        sent.count.store(Int(microseconds(.now - epoch)), ordering: .relaxed)
-                        try await outbound.writeTextMessage(ping)
-                        return true
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
-        let result = tally.latencies
-        report([
-            "scenario": "pingpong", "server": .string(self.target.server), "clients": number(self.clients),
-            "round_trips_per_second": number(Double(result.totalCount) / self.seconds),
-            "p50_ms": number(Double(result.valueAtPercentile(50)) / 1000), "p99_ms": number(Double(result.valueAtPercentile(99)) / 1000),
-            "max_ms": number(Double(result.max) / 1000),
-        ])
+    /// Latency fields for the result line.
+    func percentiles() -> KeyValuePairs<String, JSONValue> {
+        let result = self.latencies
+        return [
+            "p50_ms": milliseconds(result.valueAtPercentile(50)), "p99_ms": milliseconds(result.valueAtPercentile(99)),
+            "max_ms": milliseconds(result.max),
+        ]
     }
 }
 
-struct RoomFanout: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "room-fanout",
-        abstract: "N members in one room, one sender at R messages/s; delivery latency from an embedded send time, loss."
-    )
-
-    @OptionGroup var target: Target
-    @Option var members = 1000
-    @Option(help: "Messages per second from the sender.") var rate = 100
-    @Option var seconds = 5.0
-
-    func run() async throws {
-        let tally = Tally()  // count: delivered; extra: joined
-        let epoch = ContinuousClock.now
-        let urls = self.target.url
-        let (rate, members) = (self.rate, self.members)
-        let total = Int(Double(self.rate) * self.seconds)
-        let room = "bench-\(UInt32.random(in: 0...UInt32.max))"
-        let join = #"{"action":"joinRoom","roomId":"\#(room)"}"#
-        let done = ContinuousClock.now + .milliseconds(Int64(self.seconds * 1000)) + .seconds(60)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for index in 0..<members {
-                let url = urls[index % urls.count]
-                group.addTask {
-                    let received = Tally()
-                    try? await session(url: url, onOpen: { try await $0.writeTextMessage(join) }) { text, _ in
-                        if text.contains("joinedRoom") {
-                            tally.extra.add(1, ordering: .relaxed)
-                        } else if text.contains(#""action":"message""#), let sentAt = RoomFanout.sentAt(text) {
-                            tally.record(micros: microseconds(.now - epoch) - sentAt)
-                            tally.count.add(1, ordering: .relaxed)
-                            received.count.add(1, ordering: .relaxed)
-                        }
-                        return received.count.load(ordering: .relaxed) < total && ContinuousClock.now < done
-                    }
-                }
-            }
-            while tally.extra.load(ordering: .relaxed) < members, ContinuousClock.now < done { try await Task.sleep(for: .milliseconds(20)) }
-            try await session(
-                url: urls[0],
-                onOpen: { outbound in
-                    try await outbound.writeTextMessage(join)
-                    let start = ContinuousClock.now
-                    for n in 0..<total {
-                        let due = start + .microseconds(Int64(n) * 1_000_000 / Int64(rate))
-                        if ContinuousClock.now < due { try await Task.sleep(until: due) }
-                        let micros = microseconds(.now - epoch)
-                        try await outbound.writeTextMessage(#"{"action":"sendMessage","roomId":"\#(room)","message":{"t":\#(micros)}}"#)
-                    }
-                    try await Task.sleep(for: .seconds(2))
-                    try await outbound.close(.normalClosure, reason: nil)
-                }
-            ) { _, _ in true }
-            let settle = ContinuousClock.now + .seconds(10)
-            while tally.count.load(ordering: .relaxed) < total * members, ContinuousClock.now < settle {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            group.cancelAll()
-        }
-        let result = tally.latencies
-        let expected = total * self.members
-        let got = tally.count.load(ordering: .relaxed)
-        report([
-            "scenario": "room-fanout", "server": .string(self.target.server), "members": number(self.members), "rate": number(self.rate),
-            "delivered_per_second": number(Double(got) / self.seconds),
-            "loss_percent": number(Double(expected - got) * 100 / Double(max(expected, 1))),
-            "p50_ms": number(Double(result.valueAtPercentile(50)) / 1000), "p99_ms": number(Double(result.valueAtPercentile(99)) / 1000),
-            "max_ms": number(Double(result.max) / 1000),
-        ])
+/// Polls `condition` every 20 ms until it holds or `seconds` pass; returns whether it held.
+@discardableResult
+func waitUntil(seconds: Double, _ condition: () -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+    while !condition() {
+        guard ContinuousClock.now < deadline else { return false }
+        try await Task.sleep(for: .milliseconds(20))
     }
-
-    /// The `t` the sender embedded, without a full JSON parse on the hot path.
-    static func sentAt(_ text: String) -> Int64? {
-        guard let range = text.range(of: #"{"t":"#) else { return nil }
-        return Int64(text[range.upperBound...].prefix { $0.isNumber })
-    }
+    return true
 }
+
+/// Dials `count` connections at `rate` per second, round-robin over `urls`, each with a `userId` of its own; returns
+/// the channels that connected (once every dial has finished).
+func open(
+    _ count: Int,
+    rate: Int,
+    urls: [WebSocketURL],
+    dialer: Dialer,
+    userPrefix: String = "u",
+    behaviour: Behaviour
+) async throws -> [any Channel] {
+    var dials: [EventLoopFuture<any Channel>] = []
+    let started = ContinuousClock.now
+    for index in 0..<count {
+        dials.append(dialer.dial(urls[index % urls.count].adding("userId", "\(userPrefix)\(index)"), index: index, behaviour: behaviour))
+        if index % 50 == 49 {
+            let due = started + .milliseconds(Int64(index + 1) * 1000 / Int64(rate))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+        }
+    }
+    var channels: [any Channel] = []
+    for dial in dials { if let channel = try? await dial.get() { channels.append(channel) } }
+    return channels
+}
+
+/// Finds `key` (such as `"t":`) in a frame and reads the number after it, without a JSON parse on the hot path.
+func integer(after key: String, in frame: ByteBuffer) -> UInt64? {
+    let view = frame.readableBytesView
+    guard let range = view.firstRange(of: key.utf8) else { return nil }
+    var value: UInt64 = 0
+    var any = false
+    for byte in view[range.upperBound...] {
+        guard byte >= 0x30, byte <= 0x39 else { break }
+        value = value * 10 + UInt64(byte - 0x30)
+        any = true
+    }
+    return any ? value : nil
+}
+
+func contains(_ frame: ByteBuffer, _ needle: String) -> Bool { frame.readableBytesView.firstRange(of: needle.utf8) != nil }
