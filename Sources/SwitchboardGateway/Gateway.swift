@@ -38,7 +38,7 @@ public final class Gateway: Service {
     ) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
         let metrics = GatewayMetrics(registry: registry, routes: configuration.routes)
-        let hub = LocalHub(group: self.group, metrics: metrics)
+        let hub = LocalHub(group: self.group, metrics: metrics, maxFrameBytes: configuration.maxFrameBytes)
         let hasIntegrations = configuration.routes.routes.values.contains { if case .integration = $0 { true } else { false } }
         let broker = makeBroker?(hub) ?? Self.defaultBroker(configuration, group: self.group, hub: hub, logger: logger)
         self.gateway = GatewayContext(

@@ -65,7 +65,7 @@ struct ManagementPost: AsyncParsableCommand {
                 }
                 .connect(host: urls[0].host, port: urls[0].port)
         }
-        try await Task.sleep(for: .milliseconds(Int64(self.seconds * 1000)))
+        try await Task.sleep(for: .milliseconds(Int64(self.seconds * 1000) + 500))  // the last responses too
         try await waitUntil(seconds: 5) { delivered.count.load(ordering: .relaxed) >= posted.count.load(ordering: .relaxed) }
         let (accepted, got) = (posted.count.load(ordering: .relaxed), delivered.count.load(ordering: .relaxed))
         let deliveries = delivered.latencies
@@ -75,7 +75,7 @@ struct ManagementPost: AsyncParsableCommand {
                 "posters": number(self.posters), "failed": number(posted.failed.load(ordering: .relaxed)),
                 "first_failure": posted.failure.map(JSONValue.string) ?? .null,
                 "posts_per_second": number(Double(accepted) / self.seconds),
-                "loss_percent": number(Double(accepted - got) * 100 / Double(max(accepted, 1))),
+                "loss_percent": number(Double(max(accepted - got, 0)) * 100 / Double(max(accepted, 1))),
                 "delivery_p99_ms": milliseconds(deliveries.valueAtPercentile(99)),
             ],
             posted.percentiles()
@@ -84,9 +84,8 @@ struct ManagementPost: AsyncParsableCommand {
 
     /// The id in the welcome frame, `{"action":"connected","connectionId":"…",…}`.
     func connectionId(in frame: ByteBuffer) -> String? {
-        let view = frame.readableBytesView
-        guard let range = view.firstRange(of: #""connectionId":""#.utf8) else { return nil }
-        return String(decoding: view[range.upperBound...].prefix { $0 != UInt8(ascii: "\"") }, as: UTF8.self)
+        guard let start = end(of: #""connectionId":""#, in: frame) else { return nil }
+        return String(decoding: frame.readableBytesView.dropFirst(start).prefix { $0 != UInt8(ascii: "\"") }, as: UTF8.self)
     }
 }
 

@@ -53,14 +53,14 @@ final class LoadSocket: ChannelInboundHandler {
         var bytes = self.unwrapInboundIn(data)
         if self.pending == nil { self.pending = bytes } else { self.pending!.writeBuffer(&bytes) }
         if !self.upgraded {
-            guard let end = self.pending!.readableBytesView.firstRange(of: "\r\n\r\n".utf8) else { return }
+            guard let headEnd = end(of: "\r\n\r\n", in: self.pending!) else { return }
             guard self.pending!.readableBytesView.starts(with: "HTTP/1.1 101".utf8) else {
                 let status = self.pending!.getString(at: self.pending!.readerIndex, length: 12) ?? ""
                 self.behaviour.onFailure("upgrade refused: \(status)")
                 context.close(promise: nil)
                 return
             }
-            self.pending!.moveReaderIndex(to: end.upperBound)
+            self.pending!.moveReaderIndex(forwardBy: headEnd)
             self.upgraded = true
             self.behaviour.onOpen(Link(socket: self, context: context))
         }

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOEmbedded
 import NIOWebSocket
 import Testing
 
@@ -118,5 +119,33 @@ import Testing
         #expect(liveness.tick(now: self.start + .seconds(40)) == .idle)
         liveness.messageReceived(at: self.start + .seconds(41))
         #expect(liveness.tick(now: self.start + .seconds(42)) == .none)
+    }
+}
+
+@Suite struct WireFrameTests {
+    /// Frames as NIO's own decoder reads them back.
+    func decode(_ wire: ByteBuffer) throws -> [WebSocketFrame] {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 20)))
+        try channel.writeInbound(wire)
+        var frames: [WebSocketFrame] = []
+        while let frame = try channel.readInbound(as: WebSocketFrame.self) { frames.append(frame) }
+        return frames
+    }
+
+    @Test(arguments: [0, 125, 126, 65_535, 65_536])
+    func everyLengthEncodingRoundTrips(length: Int) throws {
+        let payload = ByteBuffer(repeating: 0x61, count: length)
+        let frames = try self.decode(WireFrame.encode(WireFrame.text, payload, allocator: ByteBufferAllocator()))
+        #expect(frames.count == 1)
+        #expect(frames.first?.fin == true && frames.first?.opcode == .text && frames.first?.maskKey == nil)
+        #expect(frames.first?.data == payload)
+    }
+
+    @Test func largerThanMaxFrameIsFragmented() throws {
+        let payload = ByteBuffer(string: String(repeating: "0123456789", count: 2) + "abcde")
+        let frames = try self.decode(WireFrame.encode(WireFrame.binary, payload, maxFrame: 10, allocator: ByteBufferAllocator()))
+        #expect(frames.map(\.opcode) == [.binary, .continuation, .continuation])
+        #expect(frames.map(\.fin) == [false, false, true])
+        #expect(frames.map(\.data.readableBytes) == [10, 10, 5])
     }
 }

@@ -34,26 +34,36 @@ final class LocalHub: LocalDelivery {
         }
 
         let metrics: GatewayMetrics
+        let loop: any EventLoop
+        let maxFrameBytes: Int
+        /// Recipients written to but not flushed yet, and whether a flush of them is queued on the loop.
+        private var unflushed: [WebSocketConnectionHandler] = []
+        private var flushQueued = false
 
-        init(metrics: GatewayMetrics) {
-            self.metrics = metrics
+        init(metrics: GatewayMetrics, loop: any EventLoop, maxFrameBytes: Int) {
+            (self.metrics, self.loop, self.maxFrameBytes) = (metrics, loop, maxFrameBytes)
         }
 
         func deliver(_ frame: OutboundFrame, to audience: Audience, allocator: ByteBufferAllocator) {
-            let buffer = allocator.buffer(bytes: frame.bytes)
+            let wire = WireFrame.encode(
+                frame.kind == .text ? WireFrame.text : WireFrame.binary,
+                allocator.buffer(bytes: frame.bytes),
+                maxFrame: self.maxFrameBytes,
+                allocator: allocator
+            )
             switch audience {
             case .connection(let id):
                 guard let handler = self.connections[id] else { return }
-                handler.send(buffer, kind: frame.kind, flush: true)
+                handler.write(wire, flush: true)
                 self.count(1, frame)
             case .room(let room, let excluded):
                 guard let members = self.rooms[room] else { return }
-                self.count(Self.send(buffer, kind: frame.kind, to: members.values, excluding: excluded), frame)
+                self.count(self.send(wire, to: members.values, excluding: excluded), frame)
             case .user(let userId):
                 guard let connections = self.users[userId] else { return }
-                self.count(Self.send(buffer, kind: frame.kind, to: connections.values, excluding: nil), frame)
+                self.count(self.send(wire, to: connections.values, excluding: nil), frame)
             case .everyone:
-                self.count(Self.send(buffer, kind: frame.kind, to: self.connections.values, excluding: nil), frame)
+                self.count(self.send(wire, to: self.connections.values, excluding: nil), frame)
             }
         }
 
@@ -63,31 +73,49 @@ final class LocalHub: LocalDelivery {
             self.metrics.bytesSent.increment(by: Int64(recipients * frame.bytes.count))
         }
 
-        /// Writes to every recipient first and flushes after, so one syscall batch serves the whole fan-out.
-        /// Returns how many recipients there were.
-        private static func send(
-            _ buffer: ByteBuffer,
-            kind: OutboundFrame.Kind,
+        /// Writes to every recipient now and flushes them once the loop has handled the rest of this turn's reads:
+        /// under load a sender's frames arrive several to a read, and each recipient then gets them all in one
+        /// syscall instead of one each, so the fan-out rate a core sustains grows with the load instead of
+        /// collapsing. Returns how many recipients there were.
+        private func send(
+            _ wire: ByteBuffer,
             to handlers: some Collection<WebSocketConnectionHandler>,
             excluding excluded: ConnectionID?
         ) -> Int {
             var recipients = 0
             for handler in handlers where handler.info.id != excluded {
-                handler.send(buffer, kind: kind, flush: false)
+                handler.write(wire, flush: false)
+                if !handler.awaitsFlush {
+                    handler.awaitsFlush = true
+                    self.unflushed.append(handler)
+                }
                 recipients += 1
             }
-            for handler in handlers where handler.info.id != excluded { handler.flush() }
+            if recipients > 0, !self.flushQueued {
+                self.flushQueued = true
+                self.loop.assumeIsolated().execute { self.flushAll() }
+            }
             return recipients
+        }
+
+        private func flushAll() {
+            self.flushQueued = false
+            let handlers = self.unflushed
+            self.unflushed.removeAll(keepingCapacity: true)
+            for handler in handlers {
+                handler.awaitsFlush = false
+                handler.flush()
+            }
         }
     }
 
     private let shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>]
     let group: any EventLoopGroup
 
-    init(group: any EventLoopGroup, metrics: GatewayMetrics) {
+    init(group: any EventLoopGroup, metrics: GatewayMetrics, maxFrameBytes: Int) {
         var shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>] = [:]
         for loop in group.makeIterator() {
-            shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics), eventLoop: loop)
+            shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics, loop: loop, maxFrameBytes: maxFrameBytes), eventLoop: loop)
         }
         self.shards = shards
         self.group = group

@@ -9,7 +9,7 @@ import Synchronization
 /// routes messages to the built-in apps, writes what they answer, and runs `$disconnect` exactly once.
 final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    typealias OutboundOut = ByteBuffer
 
     private(set) var info: ConnectionInfo
     /// What the connection's JWT allows, when auth is on; replaced by `refreshToken`.
@@ -23,6 +23,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var session: WebSocketSession
     private var liveness: Liveness
     private var context: ChannelHandlerContext?
+    /// Where frames encoded by ``WireFrame`` are written: the context of NIO's `WebSocketFrameEncoder` (which the
+    /// upgrader installs and cannot be removed), so bytes go out below it, already encoded once per fan-out.
+    private var wire: ChannelHandlerContext?
     /// When the client last sent a message (milliseconds since 1970), for `GET @connections`.
     private(set) var lastActiveAt: Int64
     /// Work that arrived while a registry or integration call was in flight, done in order after it.
@@ -56,6 +59,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         self.shard.add(self)
         self.gateway.logger.info("connected", metadata: ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"])
         if self.gateway.configuration.welcomeFrame {
@@ -101,26 +105,40 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     // MARK: Sending
 
-    /// Queues a frame; `flush: false` lets a fan-out flush every recipient once at the end.
+    /// Queues a message; `flush: false` lets a fan-out flush every recipient once at the end.
     func send(_ buffer: ByteBuffer, kind: OutboundFrame.Kind, flush: Bool) {
-        guard self.session.isOpen, let context = self.context else { return }
-        let opcode: WebSocketOpcode = kind == .text ? .text : .binary
+        guard let context else { return }
+        let opcode = kind == .text ? WireFrame.text : WireFrame.binary
         let maxFrame = self.gateway.configuration.maxFrameBytes
-        if buffer.readableBytes <= maxFrame {
-            context.write(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, data: buffer)), promise: nil)
-        } else {
-            var rest = buffer
-            var frameOpcode = opcode
-            while let slice = rest.readSlice(length: min(maxFrame, rest.readableBytes)), slice.readableBytes > 0 {
-                let frame = WebSocketFrame(fin: rest.readableBytes == 0, opcode: frameOpcode, data: slice)
-                context.write(self.wrapOutboundOut(frame), promise: nil)
-                frameOpcode = .continuation
-            }
-        }
-        if flush { context.flush() }
+        self.write(WireFrame.encode(opcode, buffer, maxFrame: maxFrame, allocator: context.channel.allocator), flush: flush)
     }
 
-    func flush() { self.context?.flush() }
+    /// Queues frames already encoded by ``WireFrame`` (a fan-out encodes once for all its recipients). Unflushed
+    /// bytes are flushed early past a quarter of the outbound queue bound, so batching never makes a reader that
+    /// keeps up look like a slow consumer.
+    func write(_ frames: ByteBuffer, flush: Bool) {
+        guard self.session.isOpen, let wire = self.wire else { return }
+        wire.write(self.wrapOutboundOut(frames), promise: nil)
+        self.unflushedBytes += frames.readableBytes
+        if flush || self.unflushedBytes > self.gateway.configuration.outboundQueueBytes / 4 { self.flush() }
+    }
+
+    func flush() {
+        self.unflushedBytes = 0
+        self.wire?.flush()
+    }
+
+    private var unflushedBytes = 0
+
+    /// A control frame, flushed at once.
+    @discardableResult
+    private func writeControl(_ opcode: UInt8, _ payload: ByteBuffer) -> EventLoopFuture<Void> {
+        let wire = self.wire!
+        return wire.writeAndFlush(self.wrapOutboundOut(WireFrame.encode(opcode, payload, allocator: wire.channel.allocator)))
+    }
+
+    /// Whether the hub has queued a flush for this connection (see `LocalHub.Shard.send`).
+    var awaitsFlush = false
 
     /// A frame for this connection alone (replies, errors); fan-out is counted by the hub in batches.
     private func send(_ frame: OutboundFrame) {
@@ -146,7 +164,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             self.liveness.messageReceived(at: .now())
             self.enqueue(.message(buffer, isText: isText))
         case .pong(let payload):
-            context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+            self.writeControl(WireFrame.pong, payload)
         case .sendClose(let code, let reason):
             self.countClientError(code)
             self.writeClose(code: code, reason: reason)
@@ -178,7 +196,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             // A close frame's payload is at most 125 bytes; cut the reason on a character boundary.
             data.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self).trimmingSuffix("\u{FFFD}"))
         }
-        return context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+        return self.writeControl(WireFrame.close, data)
     }
 
     /// The gateway closes this connection (drain, kick) with a code the client sees.
@@ -197,7 +215,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         case .none:
             break
         case .sendPing:
-            context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer())), promise: nil)
+            self.writeControl(WireFrame.ping, ByteBuffer())
         case .timedOut:
             self.session.abandon(reason: "no pong within \(self.gateway.configuration.pongTimeout)")
             context.close(promise: nil)
