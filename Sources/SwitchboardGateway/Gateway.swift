@@ -226,6 +226,9 @@ public final class Gateway: Service {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
+            // Each channel keeps its last receive buffer for reuse; NIO's default first buffer is 2 KiB, a third of
+            // an idle connection's memory. Start at 256 bytes (a handshake or a chat message) and grow on demand.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let context = node.tls.withLock({ $0 }) {

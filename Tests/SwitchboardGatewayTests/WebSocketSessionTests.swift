@@ -95,6 +95,11 @@ import Testing
     ])
     func validatesUTF8(_ bytes: [UInt8], _ valid: Bool) {
         #expect(UTF8Validation.isValid(bytes) == valid)
+        // The word-at-a-time path must reach the same verdict wherever the first non-ASCII byte falls.
+        for padding in [0, 7, 8, 9, 16] {
+            let padded = Array(repeating: UInt8(ascii: "a"), count: padding) + bytes + Array(repeating: UInt8(ascii: "b"), count: 9)
+            #expect(padded.withUnsafeBytes(UTF8Validation.isValid) == valid)
+        }
     }
 }
 

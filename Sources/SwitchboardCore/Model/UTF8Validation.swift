@@ -1,5 +1,15 @@
 /// UTF-8 validation without building a `String` (RFC 3629: no overlongs, no surrogates, nothing past U+10FFFF).
 public enum UTF8Validation {
+    /// The hot path (every text message): eight ASCII bytes at a time, then the full check from the first byte with
+    /// its high bit set. Every byte before that one is ASCII, so it starts on a character boundary.
+    public static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        while index + 8 <= bytes.count, bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+            index += 8
+        }
+        return Self.isValid(bytes[index...])
+    }
+
     public static func isValid(_ bytes: some Collection<UInt8>) -> Bool {
         var iterator = bytes.makeIterator()
         while let lead = iterator.next() {

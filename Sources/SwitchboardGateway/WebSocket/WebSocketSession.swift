@@ -134,7 +134,7 @@ struct WebSocketSession {
         guard data.readableBytes <= self.maxMessageBytes else { return self.tooBig() }
         self.state = .open
         if isText {
-            guard UTF8Validation.isValid(data.readableBytesView) else {
+            guard data.withUnsafeReadableBytes(UTF8Validation.isValid) else {
                 return self.fail(CloseCode.invalidPayload, "text message is not valid UTF-8")
             }
         } else if self.rejectBinary {
