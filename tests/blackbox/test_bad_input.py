@@ -1,7 +1,10 @@
 """Hostile and broken clients: each gets a precise close code or status, and nobody else notices."""
 import json
+import os
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from rawws import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT
@@ -175,3 +178,15 @@ def test_many_abrupt_disconnects_leave_no_connection_behind(server, rawws_factor
         time.sleep(0.05)
     status, body = server.http("/health/websocket")
     assert body["connections"] == 0 and body["connectionsAccepted"] == 50
+
+
+def test_closed_connections_give_their_memory_back(server):
+    """Rounds of connects and clean closes (switchboard-bench churn) leave the server's memory where it was: a
+    handler that outlived its channel would keep about 1 KB per connection ever served."""
+    bench = Path(os.environ["SWITCHBOARD_BIN"]).with_name("switchboard-bench")
+    run = subprocess.run([str(bench), "churn", "--url", f"{server.url}/ws", "--pid", str(server.process.pid),
+                          "--rounds", "4", "--count", "800", "--rate", "2000"], capture_output=True, text=True, timeout=120)
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["failed"] == 0, run.stdout
+    idle = result["rss_idle_kib"]
+    assert idle[3] - idle[1] < 512, f"resident KiB after each round: {idle}"  # a leak would add ~1,600 KiB

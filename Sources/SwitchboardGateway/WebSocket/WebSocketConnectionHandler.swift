@@ -73,6 +73,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         }
     }
 
+    /// The handler keeps its contexts, and a context keeps its handler: the cycle is broken here, when the closed
+    /// channel's pipeline lets go of its handlers, or every connection ever served would stay in memory.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.wire = nil
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.liveness.heard(at: .now())
         self.perform(self.session.receive(self.unwrapInboundIn(data)))
