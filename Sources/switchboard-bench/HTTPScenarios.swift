@@ -112,43 +112,17 @@ struct Integration: AsyncParsableCommand {
                 }
             }
             .bind(host: "127.0.0.1", port: self.backendPort).get()
-        let message = #"{"action":"bench"}"#
-        let tally = Tally()
-        let until = Atomic<UInt64>(.max)
-        let clients = self.clients
-        let channels = try await open(
-            clients,
-            rate: 5000,
-            urls: self.target.urls(),
-            dialer: dialer,
-            behaviour: tally.behaviour(onText: { frame, link in
-                if contains(frame, "benched") {
-                    tally.record(since: link.mark)
-                    tally.count.add(1, ordering: .relaxed)
-                } else if contains(frame, "error") || contains(frame, "Internal server error") {
-                    tally.fail(String(buffer: frame))
-                } else {
-                    return  // a welcome frame, say
-                }
-                let now = nowMicros()
-                if now < until.load(ordering: .relaxed) {
-                    link.mark = now
-                    link.send(message)
-                }
-            })
+        let tally = try await closedLoop(
+            self.target,
+            on: dialer,
+            clients: self.clients,
+            seconds: self.seconds,
+            message: #"{"action":"bench"}"#,
+            reply: "benched"
         )
-        try await waitUntil(seconds: 30) { tally.opened.load(ordering: .relaxed) + tally.failed.load(ordering: .relaxed) >= clients }
-        until.store(nowMicros() + UInt64(self.seconds * 1_000_000), ordering: .relaxed)
-        for channel in channels {
-            Dialer.run(on: channel) { link in
-                link.mark = nowMicros()
-                link.send(message)
-            }
-        }
-        try await Task.sleep(for: .milliseconds(Int64(self.seconds * 1000) + 1000))
         report(
             [
-                "scenario": "integration", "server": .string(self.target.server), "clients": number(clients),
+                "scenario": "integration", "server": .string(self.target.server), "clients": number(self.clients),
                 "failed": number(tally.failed.load(ordering: .relaxed)), "first_failure": tally.failure.map(JSONValue.string) ?? .null,
                 "messages_per_second": number(Double(tally.count.load(ordering: .relaxed)) / self.seconds),
             ],

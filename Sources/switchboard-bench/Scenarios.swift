@@ -76,35 +76,14 @@ struct PingPong: AsyncParsableCommand {
     @Option var seconds = 5.0
 
     func run() async throws {
-        let ping = #"{"action":"ping"}"#
-        let tally = Tally()
-        let until = Atomic<UInt64>(.max)
-        let clients = self.clients
-        let channels = try await open(
-            clients,
-            rate: 5000,
-            urls: self.target.urls(),
-            dialer: self.target.dialer(),
-            behaviour: tally.behaviour(onText: { frame, link in
-                guard contains(frame, "pong") else { return }
-                tally.record(since: link.mark)
-                tally.count.add(1, ordering: .relaxed)
-                let now = nowMicros()
-                if now < until.load(ordering: .relaxed) {
-                    link.mark = now
-                    link.send(ping)
-                }
-            })
+        let tally = try await closedLoop(
+            self.target,
+            on: self.target.dialer(),
+            clients: self.clients,
+            seconds: self.seconds,
+            message: #"{"action":"ping"}"#,
+            reply: "pong"
         )
-        try await waitUntil(seconds: 30) { tally.opened.load(ordering: .relaxed) + tally.failed.load(ordering: .relaxed) >= clients }
-        until.store(nowMicros() + UInt64(self.seconds * 1_000_000), ordering: .relaxed)
-        for channel in channels {
-            Dialer.run(on: channel) { link in
-                link.mark = nowMicros()
-                link.send(ping)
-            }
-        }
-        try await Task.sleep(for: .milliseconds(Int64(self.seconds * 1000) + 500))
         report(
             [
                 "scenario": "pingpong", "server": .string(self.target.server), "clients": number(self.clients),
@@ -114,6 +93,44 @@ struct PingPong: AsyncParsableCommand {
             tally.percentiles()
         )
     }
+}
+
+/// `clients` connections each sending `message` and, on the frame containing `reply`, recording the round trip and
+/// sending again, for `seconds` from when all are open. A frame containing `"error"` counts as a failure.
+func closedLoop(_ target: Target, on dialer: Dialer, clients: Int, seconds: Double, message: String, reply: StaticString) async throws -> Tally {
+    let tally = Tally()
+    let until = Atomic<UInt64>(.max)
+    let channels = try await open(
+        clients,
+        rate: 5000,
+        urls: target.urls(),
+        dialer: dialer,
+        behaviour: tally.behaviour(onText: { frame, link in
+            if contains(frame, reply) {
+                tally.record(since: link.mark)
+                tally.count.add(1, ordering: .relaxed)
+            } else if contains(frame, #""error""#) {
+                tally.fail(String(buffer: frame))
+            } else {
+                return  // a welcome frame, say
+            }
+            let now = nowMicros()
+            if now < until.load(ordering: .relaxed) {
+                link.mark = now
+                link.send(message)
+            }
+        })
+    )
+    try await waitUntil(seconds: 30) { tally.opened.load(ordering: .relaxed) + tally.failed.load(ordering: .relaxed) >= clients }
+    until.store(nowMicros() + UInt64(seconds * 1_000_000), ordering: .relaxed)
+    for channel in channels {
+        Dialer.run(on: channel) { link in
+            link.mark = nowMicros()
+            link.send(message)
+        }
+    }
+    try await Task.sleep(for: .milliseconds(Int64(seconds * 1000) + 1000))  // the last replies too
+    return tally
 }
 
 struct FanoutOptions: ParsableArguments {
