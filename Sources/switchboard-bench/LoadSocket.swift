@@ -36,12 +36,19 @@ final class LoadSocket: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if self.upgraded { self.behaviour.onClose() } else { self.behaviour.onFailure("closed before the upgrade") }
+        if self.upgraded { self.behaviour.onClose() } else { self.fail("closed before the upgrade", context: context) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if !self.upgraded { self.behaviour.onFailure("\(error)") }
-        self.upgraded = false
+        if !self.upgraded { self.fail("\(error)", context: context) }
+        context.close(promise: nil)
+    }
+
+    /// Reports a connection that never opened, once, whichever of the refusal, the error and the close comes first.
+    private func fail(_ reason: String, context: ChannelHandlerContext) {
+        guard !self.closing else { return }
+        self.closing = true
+        self.behaviour.onFailure(reason)
         context.close(promise: nil)
     }
 
@@ -55,9 +62,7 @@ final class LoadSocket: ChannelInboundHandler {
         if !self.upgraded {
             guard let headEnd = end(of: "\r\n\r\n", in: self.pending!) else { return }
             guard self.pending!.readableBytesView.starts(with: "HTTP/1.1 101".utf8) else {
-                let status = self.pending!.getString(at: self.pending!.readerIndex, length: 12) ?? ""
-                self.behaviour.onFailure("upgrade refused: \(status)")
-                context.close(promise: nil)
+                self.fail("upgrade refused: \(self.pending!.getString(at: self.pending!.readerIndex, length: 12) ?? "")", context: context)
                 return
             }
             self.pending!.moveReaderIndex(forwardBy: headEnd)
