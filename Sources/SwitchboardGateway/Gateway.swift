@@ -278,6 +278,7 @@ public final class Gateway: Service {
                         return headers
                     }
                     .recover { error in
+                        gateway.slots.subtract(1, ordering: .relaxed)
                         if let refusal = error as? GatewayResponseError {
                             gateway.metrics.rejected(refusal.reason)
                             upgrade.value.rejection = refusal.response

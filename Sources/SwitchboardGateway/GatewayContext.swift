@@ -17,6 +17,9 @@ final class GatewayContext: Sendable {
     let draining = Atomic<Bool>(false)
     /// Registered connections whose `$disconnect` has not finished yet.
     let activeConnections = Atomic<Int>(0)
+    /// Connections holding a slot under `limits.max_connections`: the registered ones plus handshakes in flight. A
+    /// slot is taken before the handshake's asynchronous checks, so concurrent handshakes cannot overshoot the limit.
+    let slots = Atomic<Int>(0)
     let acceptedConnections = Atomic<Int>(0)
     /// HTTP backends, when any route has one.
     let integrations: IntegrationClient?

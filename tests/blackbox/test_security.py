@@ -1,9 +1,11 @@
 """JWT auth, authorization after connect, origins, throttling, limits, TLS and hostile input, with real clients."""
 import datetime
 import json
+import os
 import signal
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -326,3 +328,18 @@ def test_token_claims_reach_integrations_as_the_authorizer(start_server):
             assert (authorizer["sub"], authorizer["plan"], authorizer["rooms"]) == ("dora", "pro", "a,b")
     finally:
         backend.stop()
+
+
+def test_concurrent_handshakes_cannot_overshoot_the_connection_limit(start_server):
+    server = start_server("--limits-max-connections", "5")
+    bench = Path(os.environ["SWITCHBOARD_BIN"]).with_name("switchboard-bench")
+    for _ in range(2):  # the second round finds the first round's slots given back
+        run = subprocess.run([str(bench), "connections", "--url", f"{server.url}/ws", "--count", "40", "--rate", "10000",
+                              "--hold", "0.2"], capture_output=True, text=True, timeout=60)
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        assert (result["connections"], result["failed"]) == (5, 35), run.stdout
+        assert "429" in result["first_failure"]
+        deadline = time.monotonic() + 5
+        while server.http("/health/websocket")[1]["connections"] > 0:  # the generator exited: all 5 are gone
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

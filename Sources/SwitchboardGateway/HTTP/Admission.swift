@@ -41,9 +41,6 @@ enum Admission {
         if let origin = head.headers.first(name: "origin"), !OriginPolicy.allows(origin, configuration.allowedOrigins) {
             return refuse(.forbidden, "Origin \(origin) is not allowed", "origin")
         }
-        if let limit = configuration.maxConnections, gateway.activeConnections.load(ordering: .relaxed) >= limit {
-            return refuse(.tooManyRequests, "Too many connections on this node (at most \(limit))", "max_connections")
-        }
         if let throttle = gateway.connectThrottle, !throttle.admit() {
             gateway.metrics.throttled("connect_rate")
             return refuse(.tooManyRequests, "Too Many Requests", "connect_rate")
@@ -74,6 +71,12 @@ enum Admission {
             stage: stage,
             domainName: head.headers.first(name: "host") ?? "localhost"
         )
+        // Last, so that every refusal above leaves the slots alone; whoever ends the handshake gives the slot back.
+        let taken = gateway.slots.add(1, ordering: .relaxed).newValue
+        if let limit = configuration.maxConnections, taken > limit {
+            gateway.slots.subtract(1, ordering: .relaxed)
+            return refuse(.tooManyRequests, "Too many connections on this node (at most \(limit))", "max_connections")
+        }
         return .success(Candidate(info: info, token: token, subprotocol: subprotocol))
     }
 

@@ -184,6 +184,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.eventLoop.makeFutureWithTask {
                 await broker.unregister(info.id)
                 active.activeConnections.subtract(1, ordering: .relaxed)
+                active.slots.subtract(1, ordering: .relaxed)
             }.whenComplete { _ in }
         }
         context.fireChannelInactive()

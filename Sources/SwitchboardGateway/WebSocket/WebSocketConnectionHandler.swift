@@ -537,6 +537,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             await gateway.broker.unregister(member.connection)
             await Self.deliverDisconnect(info, status: status, gateway: gateway)
             gateway.activeConnections.subtract(1, ordering: .relaxed)
+            gateway.slots.subtract(1, ordering: .relaxed)
         }.whenComplete { _ in }
     }
 }
