@@ -101,7 +101,7 @@ final class LocalHub: LocalDelivery {
         private func flushAll() {
             self.flushQueued = false
             let handlers = self.unflushed
-            self.unflushed.removeAll(keepingCapacity: true)
+            self.unflushed = []
             for handler in handlers {
                 handler.awaitsFlush = false
                 handler.flush()
