@@ -269,6 +269,14 @@ public final class Gateway: Service {
                         return (info, claims)
                     }
                     .map { info, claims -> HTTPHeaders? in
+                        guard channel.isActive else {
+                            // The client left during the checks, so no handler will ever run `$disconnect` for it:
+                            // give back what the handshake took.
+                            gateway.releaseUser(info.userId)
+                            gateway.slots.subtract(1, ordering: .relaxed)
+                            channel.eventLoop.makeFutureWithTask { await gateway.broker.unregister(info.id) }.whenComplete { _ in }
+                            return nil
+                        }
                         upgrade.value.registered = (info, claims)
                         gateway.activeConnections.add(1, ordering: .relaxed)
                         gateway.acceptedConnections.add(1, ordering: .relaxed)

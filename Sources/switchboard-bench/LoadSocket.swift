@@ -72,7 +72,11 @@ final class LoadSocket: ChannelInboundHandler {
         while self.upgraded, let (opcode, fin, payload) = self.nextFrame() {
             self.handle(opcode: opcode, fin: fin, payload: payload, context: context)
         }
-        if self.pending?.readableBytes == 0 { self.pending = nil }
+        if self.pending?.readableBytes == 0 {
+            self.pending = nil
+        } else if let pending = self.pending, pending.readerIndex > 65_536 {
+            self.pending!.discardReadBytes()  // a frame split across reads: do not keep what was parsed already
+        }
     }
 
     /// The next whole frame from the buffered bytes, if one has arrived (server frames are never masked).
@@ -211,7 +215,9 @@ struct Dialer: Sendable {
             // IP_BIND_ADDRESS_NO_PORT (24): pick the port at connect time, per destination, not at bind time.
             bootstrap = bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: 24)), value: 1).bind(to: source)
         }
-        return bootstrap.connect(host: url.host, port: url.port)
+        let dial = bootstrap.connect(host: url.host, port: url.port)
+        dial.whenFailure { behaviour.onFailure("connect: \($0)") }  // a channel that never opened has no close
+        return dial
     }
 
     /// Runs `body` on the connection's event loop, from any thread.

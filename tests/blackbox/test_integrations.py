@@ -3,6 +3,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -269,3 +270,24 @@ def test_seed_loop_through_the_example_backend(start_server):
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def test_a_client_gone_during_a_slow_connect_gives_everything_back(start_server, backend):
+    """The client closes its socket while `$connect` is still running: its slot under max_connections, its count
+    and its registration must come back, or a node whose clients give up on a slow backend ends up full."""
+    def slow_for_quitter(event):
+        if event["queryStringParameters"].get("userId") == "quitter":
+            time.sleep(1)
+        return 200, {"statusCode": 200}
+
+    backend.replies["$connect"] = slow_for_quitter
+    server = gateway(start_server, backend, "--limits-max-connections", "1", routes=("$connect",))
+    with socket.create_connection(("127.0.0.1", server.port)) as quitter:
+        quitter.sendall(b"GET /ws?userId=quitter HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        backend.next("$connect")
+    time.sleep(1.5)  # the backend answers after the client left
+    assert server.http("/health/websocket")[1]["connections"] == 0
+    with connect(f"{server.url}/ws?userId=next") as ws:  # the only slot is free again
+        send_json(ws, action="ping")
+        assert recv_json(ws)["action"] == "pong"

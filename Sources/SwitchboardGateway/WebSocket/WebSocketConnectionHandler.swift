@@ -519,6 +519,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         let status = self.session.closeStatus ?? (CloseCode.abnormal, "")
         self.gateway.metrics.disconnected(code: status.code)
         self.gateway.releaseUser(self.info.userId)
+        self.gateway.slots.subtract(1, ordering: .relaxed)  // at once, not after a slow backend hears `$disconnect`
         self.gateway.logger.info(
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
@@ -537,7 +538,6 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             await gateway.broker.unregister(member.connection)
             await Self.deliverDisconnect(info, status: status, gateway: gateway)
             gateway.activeConnections.subtract(1, ordering: .relaxed)
-            gateway.slots.subtract(1, ordering: .relaxed)
         }.whenComplete { _ in }
     }
 }
