@@ -1,6 +1,5 @@
 """Several gateway nodes over a real redis-server (and haproxy in front), as a cluster runs in production."""
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,8 +12,8 @@ import pytest
 from websockets.sync.client import connect
 
 from backend import Backend
-from conftest import ARTIFACTS, free_port
-from helpers import assert_quiet, recv_json, recv_until, send_json
+from conftest import free_port
+from helpers import assert_quiet, eventually, recv_json, recv_until, send_json
 
 KEY_ID, SECRET, TOKEN = "AKIDCLUSTER", "cluster-secret", "cluster-token-0123456789"
 
@@ -61,15 +60,6 @@ def wait_for_port(port, timeout=10):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port}")
-
-
-def eventually(condition, timeout=10, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{message} not met within {timeout} s")
 
 
 @pytest.fixture

@@ -2,10 +2,11 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
+
+from helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,10 +22,11 @@ def test_templates_scale_on_the_metric_the_binary_emits(start_server):
     template = (ROOT / "deploy/aws/switchboard-alb.yaml").read_text()
     assert "MetricName: ActiveConnections" in template and "Namespace: Switchboard" in template
     server = start_server("--metrics-emf-interval", "200ms", "--metrics-emf-service", "stack-switchboard")
-    deadline = time.monotonic() + 5
-    while len(lines := [json.loads(line) for line in server.output().splitlines() if line.startswith('{"_aws"')]) < 2:
-        assert time.monotonic() < deadline, "fewer than two EMF lines in 5 s at a 200 ms interval"
-        time.sleep(0.1)
+    def emf_lines():
+        return [json.loads(line) for line in server.output().splitlines() if line.startswith('{"_aws"')]
+
+    eventually(lambda: len(emf_lines()) >= 2, timeout=5, message="two EMF lines at a 200 ms interval")
+    lines = emf_lines()
     metric = lines[-1]["_aws"]["CloudWatchMetrics"][0]
     assert metric["Namespace"] == "Switchboard" and metric["Dimensions"] == [["ServiceName"]]
     assert metric["Metrics"] == [{"Name": "ActiveConnections", "Unit": "Count"}]

@@ -216,7 +216,7 @@ def test_server_side_join_and_leave(managed):
             assert recv_json(member)["userId"] == "joined"
             send_json(ws, action="sendMessage", roomId="ops", message="hello")
             assert recv_until(member, "message")["message"] == "hello"
-            _, _, body = api(managed, "GET", f"/@connections?limit=1000")
+            _, _, body = api(managed, "GET", "/@connections?limit=1000")
             assert [item["rooms"] for item in body["items"] if item["userId"] == "joined"] == [["ops"]]
             assert api(managed, "DELETE", f"/@connections/{cid}/rooms/ops")[0] == 204
             event = recv_json(member)

@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import recv_json, recv_until, send_json
+from helpers import eventually, recv_json, recv_until, send_json
 
 TOKEN = "dash-token-0123456789"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -65,9 +65,7 @@ def test_metrics_move_by_the_right_amounts(server, rawws_factory):
     raw.send_frame(0x1, b"\xff")  # invalid UTF-8: closed 1007, a client error
     raw.expect_close()
     clients[2].close()
-    deadline = time.monotonic() + 5
-    while value(scrape(server), "switchboard_connections_active") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: value(scrape(server), "switchboard_connections_active") == 0, timeout=5, message="connections gone")
     after = scrape(server)
     assert value(after, "switchboard_disconnects_total", code="1000") == 3
     assert value(after, "switchboard_client_errors_total", reason="invalid_utf8") == 1

@@ -1,11 +1,9 @@
 """JWT auth, authorization after connect, origins, throttling, limits, TLS and hostile input, with real clients."""
 import datetime
 import json
-import os
 import signal
 import socket
 import ssl
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import assert_quiet, recv_json, recv_until, send_json
+from helpers import assert_quiet, eventually, recv_json, run_bench, send_json
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 
@@ -246,10 +244,8 @@ def test_wss_with_reload_on_sighup(start_server, tmp_path):
     assert served_certificate().serial_number == first.serial_number
     second = self_signed(tmp_path)
     server.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while served_certificate().serial_number != second.serial_number and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert served_certificate().serial_number == second.serial_number
+    eventually(lambda: served_certificate().serial_number == second.serial_number, timeout=5, interval=0.1,
+               message="new certificate served")
 
 
 def test_slowloris_and_oversize_headers(start_server):
@@ -332,14 +328,9 @@ def test_token_claims_reach_integrations_as_the_authorizer(start_server):
 
 def test_concurrent_handshakes_cannot_overshoot_the_connection_limit(start_server):
     server = start_server("--limits-max-connections", "5")
-    bench = Path(os.environ["SWITCHBOARD_BIN"]).with_name("switchboard-bench")
     for _ in range(2):  # the second round finds the first round's slots given back
-        run = subprocess.run([str(bench), "connections", "--url", f"{server.url}/ws", "--count", "40", "--rate", "10000",
-                              "--hold", "0.2"], capture_output=True, text=True, timeout=60)
-        result = json.loads(run.stdout.strip().splitlines()[-1])
-        assert (result["connections"], result["failed"]) == (5, 35), run.stdout
+        result = run_bench("connections", "--url", f"{server.url}/ws", "--count", "40", "--rate", "10000", "--hold", "0.2")
+        assert (result["connections"], result["failed"]) == (5, 35), result
         assert "429" in result["first_failure"]
-        deadline = time.monotonic() + 5
-        while server.http("/health/websocket")[1]["connections"] > 0:  # the generator exited: all 5 are gone
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        # The generator exited: all 5 are gone.
+        eventually(lambda: server.http("/health/websocket")[1]["connections"] == 0, timeout=5, message="connections gone")
