@@ -98,6 +98,11 @@ final class Tally: Sendable {
         )
     }
 
+    /// Failure fields for the result line: how many, and the first one's reason.
+    func failures() -> KeyValuePairs<String, JSONValue> {
+        ["failed": number(self.failed.load(ordering: .relaxed)), "first_failure": self.failure.map(JSONValue.string) ?? .null]
+    }
+
     /// Latency fields for the result line.
     func percentiles() -> KeyValuePairs<String, JSONValue> {
         let result = self.latencies

@@ -72,12 +72,12 @@ struct ManagementPost: AsyncParsableCommand {
         report(
             [
                 "scenario": "management-post", "server": .string(self.target.server), "members": number(members),
-                "posters": number(self.posters), "failed": number(posted.failed.load(ordering: .relaxed)),
-                "first_failure": posted.failure.map(JSONValue.string) ?? .null,
+                "posters": number(self.posters),
                 "posts_per_second": number(Double(accepted) / self.seconds),
                 "loss_percent": number(Double(max(accepted - got, 0)) * 100 / Double(max(accepted, 1))),
                 "delivery_p99_ms": milliseconds(deliveries.valueAtPercentile(99)),
             ],
+            posted.failures(),
             posted.percentiles()
         )
     }
@@ -123,9 +123,9 @@ struct Integration: AsyncParsableCommand {
         report(
             [
                 "scenario": "integration", "server": .string(self.target.server), "clients": number(self.clients),
-                "failed": number(tally.failed.load(ordering: .relaxed)), "first_failure": tally.failure.map(JSONValue.string) ?? .null,
                 "messages_per_second": number(Double(tally.count.load(ordering: .relaxed)) / self.seconds),
             ],
+            tally.failures(),
             tally.percentiles()
         )
     }

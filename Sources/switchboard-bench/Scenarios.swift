@@ -21,12 +21,14 @@ struct Connections: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(Int64(self.hold * 1000)))
         let after = residentKiB(self.target.pid)
         let opened = tally.opened.load(ordering: .relaxed) - tally.closed.load(ordering: .relaxed)
-        report([
-            "scenario": "connections", "server": .string(self.target.server), "connections": number(opened),
-            "failed": number(tally.failed.load(ordering: .relaxed)), "first_failure": tally.failure.map(JSONValue.string) ?? .null,
-            "rss_before_kib": before.map(number) ?? .null, "rss_after_kib": after.map(number) ?? .null,
-            "kib_per_connection": before.flatMap { b in after.map { number(Double($0 - b) / Double(max(opened, 1))) } } ?? .null,
-        ])
+        report(
+            [
+                "scenario": "connections", "server": .string(self.target.server), "connections": number(opened),
+                "rss_before_kib": before.map(number) ?? .null, "rss_after_kib": after.map(number) ?? .null,
+                "kib_per_connection": before.flatMap { b in after.map { number(Double($0 - b) / Double(max(opened, 1))) } } ?? .null,
+            ],
+            tally.failures()
+        )
     }
 }
 
@@ -87,9 +89,9 @@ struct PingPong: AsyncParsableCommand {
         report(
             [
                 "scenario": "pingpong", "server": .string(self.target.server), "clients": number(self.clients),
-                "failed": number(tally.failed.load(ordering: .relaxed)),
                 "round_trips_per_second": number(Double(tally.count.load(ordering: .relaxed)) / self.seconds),
             ],
+            tally.failures(),
             tally.percentiles()
         )
     }
@@ -227,11 +229,12 @@ func fanout(scenario: String, target: Target, options: FanoutOptions) async thro
     report(
         [
             "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "members": number(members),
-            "rate": number(rate), "failed": number(joined.failed.load(ordering: .relaxed)),
+            "rate": number(rate),
             // Over the time the deliveries took, which is longer than the sending when the server falls behind.
             "delivered_per_second": number(Double(got) / max(options.seconds, Double(lastDelivery.load(ordering: .relaxed) &- startMicros) / 1e6)),
             "loss_percent": number(Double(expected - got) * 100 / Double(max(expected, 1))),
         ],
+        joined.failures(),
         delivered.percentiles()
     )
 }

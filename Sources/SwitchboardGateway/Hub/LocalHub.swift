@@ -45,25 +45,24 @@ final class LocalHub: LocalDelivery {
         }
 
         func deliver(_ frame: OutboundFrame, to audience: Audience, allocator: ByteBufferAllocator) {
-            let wire = WireFrame.encode(
-                frame.kind == .text ? WireFrame.text : WireFrame.binary,
-                allocator.buffer(bytes: frame.bytes),
-                maxFrame: self.maxFrameBytes,
-                allocator: allocator
-            )
+            // Encoded only on a shard with recipients: a direct send visits every loop and is written on one.
+            func wire() -> ByteBuffer {
+                WireFrame.encode(frame.kind, allocator.buffer(bytes: frame.bytes), maxFrame: self.maxFrameBytes, allocator: allocator)
+            }
             switch audience {
             case .connection(let id):
                 guard let handler = self.connections[id] else { return }
-                handler.write(wire, flush: true)
+                handler.write(wire(), flush: true)
                 self.count(1, frame)
             case .room(let room, let excluded):
                 guard let members = self.rooms[room] else { return }
-                self.count(self.send(wire, to: members.values, excluding: excluded), frame)
+                self.count(self.send(wire(), to: members.values, excluding: excluded), frame)
             case .user(let userId):
                 guard let connections = self.users[userId] else { return }
-                self.count(self.send(wire, to: connections.values, excluding: nil), frame)
+                self.count(self.send(wire(), to: connections.values, excluding: nil), frame)
             case .everyone:
-                self.count(self.send(wire, to: self.connections.values, excluding: nil), frame)
+                guard !self.connections.isEmpty else { return }
+                self.count(self.send(wire(), to: self.connections.values, excluding: nil), frame)
             }
         }
 

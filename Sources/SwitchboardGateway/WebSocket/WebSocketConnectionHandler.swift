@@ -115,9 +115,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Queues a message; `flush: false` lets a fan-out flush every recipient once at the end.
     func send(_ buffer: ByteBuffer, kind: OutboundFrame.Kind, flush: Bool) {
         guard let context else { return }
-        let opcode = kind == .text ? WireFrame.text : WireFrame.binary
         let maxFrame = self.gateway.configuration.maxFrameBytes
-        self.write(WireFrame.encode(opcode, buffer, maxFrame: maxFrame, allocator: context.channel.allocator), flush: flush)
+        self.write(WireFrame.encode(kind, buffer, maxFrame: maxFrame, allocator: context.channel.allocator), flush: flush)
     }
 
     /// Queues frames already encoded by ``WireFrame`` (a fan-out encodes once for all its recipients). Unflushed

@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardCore
 
 /// Server frames as bytes on the wire (RFC 6455 §5.2). A server's frames are never masked, so one encoding serves
 /// every recipient: the hub encodes a room message once and each member's socket writes the same buffer, with no
@@ -10,6 +11,11 @@ enum WireFrame {
     static let close: UInt8 = 0x8
     static let ping: UInt8 = 0x9
     static let pong: UInt8 = 0xA
+
+    /// A text or binary message, fragmented past `maxFrame` bytes.
+    static func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, maxFrame: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        Self.encode(kind == .text ? Self.text : Self.binary, payload, maxFrame: maxFrame, allocator: allocator)
+    }
 
     /// `payload` as one frame, or as fragments of at most `maxFrame` bytes when it is larger (clients may cap the
     /// frame size they accept below the message size).
