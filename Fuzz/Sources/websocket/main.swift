@@ -1,0 +1,117 @@
+import FuzzDriver
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import SwitchboardCore
+
+@testable import SwitchboardGateway
+
+/// Bytes a client sends after the upgrade → NIO's `WebSocketFrameDecoder` (fed in fuzz-chosen chunks) →
+/// `WebSocketSession`, checking every action against what RFC 6455 and the gateway's limits allow.
+///
+/// Input: byte 0 picks the session's limits and the chunk size; the rest is the stream of frames.
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard size > 0, let data else { return 0 }
+    let input = UnsafeBufferPointer(start: data, count: size)
+    let control = input[0]
+    let maxMessageBytes = [16, 125, 256, 4096][Int(control & 0b11)]
+    let rejectBinary = control & 0b100 != 0
+    let chunk = [1, 2, 7, 64, 1 << 20][Int(control >> 3) % 5]
+    let stream = input.dropFirst()
+
+    let collector = FrameCollector()
+    let channel = EmbeddedChannel()
+    do {
+        try channel.pipeline.syncOperations.addHandlers(
+            ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1024)),
+            collector
+        )
+    } catch {
+        fatalError("pipeline setup failed: \(error)")
+    }
+    var session = WebSocketSession(maxMessageBytes: maxMessageBytes, rejectBinary: rejectBinary)
+    var start = stream.startIndex
+    var closed = false
+    while start < stream.endIndex, !closed {
+        let end = min(start + chunk, stream.endIndex)
+        let buffer = ByteBuffer(bytes: UnsafeBufferPointer(rebasing: stream[start..<end]))
+        start = end
+        do {
+            try channel.writeInbound(buffer)
+        } catch {
+            // Errors reach `errorCaught` of the collector first; the decoder is unusable afterwards.
+        }
+        for event in collector.drain() {
+            let wasOpen = session.isOpen
+            let action: WebSocketSession.Action
+            switch event {
+            case .frame(let frame): action = session.receive(frame)
+            case .error(let error): action = session.decodingFailed(error)
+            }
+            check(action, after: event, wasOpen: wasOpen, maxMessageBytes: maxMessageBytes, rejectBinary: rejectBinary)
+            switch action {
+            case .sendCloseAndDisconnect, .disconnect: closed = true
+            default: break
+            }
+        }
+    }
+    _ = try? channel.finish()
+    return 0
+}
+
+func check(_ action: WebSocketSession.Action, after event: FrameCollector.Event, wasOpen: Bool, maxMessageBytes: Int, rejectBinary: Bool) {
+    switch action {
+    case .deliver(let buffer, let isText):
+        precondition(wasOpen, "delivered a message after the close handshake began")
+        precondition(buffer.readableBytes <= maxMessageBytes, "delivered \(buffer.readableBytes) bytes, limit \(maxMessageBytes)")
+        if isText {
+            precondition(UTF8Validation.isValid(buffer.readableBytesView), "delivered a text message that is not UTF-8")
+        } else {
+            precondition(!rejectBinary, "delivered a binary message although binary is rejected")
+        }
+    case .pong(let payload):
+        precondition(wasOpen, "answered a ping after the close handshake began")
+        guard case .frame(let frame) = event else { preconditionFailure("pong for a decoding error") }
+        precondition(frame.opcode == .ping, "pong for a \(frame.opcode) frame")
+        precondition(payload.readableBytes == frame.length, "pong payload differs in length from the ping's")
+    case .sendClose(let code, _):
+        precondition(wasOpen, "sent a second close frame")
+        precondition(CloseCode.isValidOnWire(code), "close code \(code) may not be sent")
+    case .sendCloseAndDisconnect(let code, _):
+        precondition(wasOpen, "sent a close frame after the close handshake began")
+        if let code { precondition(CloseCode.isValidOnWire(code), "close code \(code) may not be sent") }
+    case .disconnect:
+        precondition(!wasOpen, "disconnected an open session without a close frame")
+    case .none:
+        break
+    }
+}
+
+/// Collects what the decoder produced, so the session can be driven outside the pipeline.
+final class FrameCollector: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+
+    enum Event {
+        case frame(WebSocketFrame)
+        case error(NIOWebSocketError)
+    }
+
+    private var events: [Event] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.events.append(.frame(self.unwrapInboundIn(data)))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let error = error as? NIOWebSocketError else { fatalError("unexpected decoder error: \(error)") }
+        self.events.append(.error(error))
+    }
+
+    func drain() -> [Event] {
+        defer { self.events = [] }
+        return self.events
+    }
+}
+
+switchboard_fuzz_run(CommandLine.argc, CommandLine.unsafeArgv, fuzzOne)
