@@ -4,8 +4,10 @@ import Crypto
 /// that boto3's `apigatewaymanagementapi` client and every other AWS SDK sign requests that Switchboard accepts.
 ///
 /// The canonical request follows botocore for `execute-api`: the path is URI-encoded once more (so `%3D` in a
-/// connection id signs as `%253D` and `@` as `%40`), query parameters are sorted after strict encoding, the signed
-/// headers are lower-cased with trimmed values, and the payload hash is SHA-256 of the body.
+/// connection id signs as `%253D` and `@` as `%40`), the signed headers are lower-cased with trimmed values, and the
+/// payload hash is SHA-256 of the body as received, never the client's word for it (`x-amz-content-sha256` must
+/// agree), so a captured request cannot be replayed with another body. The query is checked in two forms, either
+/// of which the signature may cover (see `canonicalQueries(_:)`).
 struct SigV4Verifier: Sendable {
     /// Secret access keys by access key id.
     let keys: [String: String]
@@ -40,10 +42,14 @@ struct SigV4Verifier: Sendable {
         let (accessKey, date, region, service) = (scope[0], scope[1], scope[2], scope[3])
         guard service == self.service else { return "Credential should be scoped to the \(self.service) service, not \(service)" }
         guard let secret = self.keys[accessKey] else { return "The security token included in the request is invalid" }
-        guard let amzDate = self.header("x-amz-date", in: request), amzDate.hasPrefix(date), let requestTime = Self.epochSeconds(amzDate) else {
+        guard let amzDate = self.header("x-amz-date", in: request), amzDate.utf8.prefix(8).elementsEqual(date.utf8),
+            let requestTime = Self.epochSeconds(amzDate)
+        else {
             return "X-Amz-Date is missing or does not match the credential date"
         }
-        guard abs(requestTime - now) <= self.maxClockSkewSeconds else {
+        // `requestTime` is bounded by its four-digit year, but `now` and the skew are only trusted, not bounded.
+        let (offset, overflow) = requestTime.subtractingReportingOverflow(now)
+        guard !overflow, offset.magnitude <= UInt64(max(0, self.maxClockSkewSeconds)) else {
             return "Signature expired: X-Amz-Date \(amzDate) is more than \(self.maxClockSkewSeconds) s from the server's time"
         }
         let signedNames = signedHeaders.split(separator: ";").map(String.init)
@@ -53,27 +59,61 @@ struct SigV4Verifier: Sendable {
             let values = request.headers.filter { $0.name.lowercased() == name }.map { Self.trimHeaderValue($0.value) }
             canonicalHeaders += "\(name):\(values.joined(separator: ","))\n"
         }
-        let payloadHash =
-            self.header("x-amz-content-sha256", in: request).flatMap { $0 == "UNSIGNED-PAYLOAD" ? nil : $0 }
-            ?? Self.hex(SHA256.hash(data: request.body))
+        let payloadHash: String
+        switch Self.payloadHash(declared: self.header("x-amz-content-sha256", in: request), body: request.body) {
+        case .success(let hash): payloadHash = hash
+        case .failure(let problem): return problem.reason
+        }
         let (path, query) = Self.splitURI(request.uri)
-        let canonicalRequest = [
-            request.method, Self.uriEncode(path, keepSlash: true), Self.canonicalQuery(query), canonicalHeaders, signedHeaders, payloadHash,
-        ].joined(separator: "\n")
+        guard let queries = Self.canonicalQueries(query) else {
+            return "The query string has a % not followed by two hex digits: encode a literal % as %25"
+        }
         let credentialScope = "\(date)/\(region)/\(service)/aws4_request"
-        let stringToSign = ["AWS4-HMAC-SHA256", amzDate, credentialScope, Self.hex(SHA256.hash(data: Array(canonicalRequest.utf8)))].joined(
-            separator: "\n"
-        )
         var key = SymmetricKey(data: Array("AWS4\(secret)".utf8))
         for step in [date, region, service, "aws4_request"] {
             key = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: Array(step.utf8), using: key)))
         }
-        let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
-        guard Self.constantTimeEqual(expected, signature) else {
-            return
-                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+        for canonicalQuery in queries {
+            let canonicalRequest = [
+                request.method, Self.uriEncode(path, keepSlash: true), canonicalQuery, canonicalHeaders, signedHeaders, payloadHash,
+            ].joined(separator: "\n")
+            let stringToSign = ["AWS4-HMAC-SHA256", amzDate, credentialScope, Self.hex(SHA256.hash(data: Array(canonicalRequest.utf8)))]
+                .joined(separator: "\n")
+            let expected = Self.hex(HMAC<SHA256>.authenticationCode(for: Array(stringToSign.utf8), using: key))
+            if Self.constantTimeEqual(expected, signature) { return nil }
         }
-        return nil
+        return "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method."
+    }
+
+    /// Why a payload hash is refused, in words for the 403 body.
+    struct PayloadProblem: Error, Equatable {
+        let reason: String
+    }
+
+    /// The payload hash for the canonical request: SHA-256 of `body` as received.
+    ///
+    /// A declared `x-amz-content-sha256` must equal it (lowercase hex, as every SDK writes it): taking the header's
+    /// word would let a captured request be replayed, within the clock skew, with any other body. `UNSIGNED-PAYLOAD`
+    /// (which SDKs send over HTTPS for some services, never for `execute-api`) signs nothing about the body, so it is
+    /// accepted only for a request without one.
+    static func payloadHash(declared: String?, body: [UInt8]) -> Result<String, PayloadProblem> {
+        let computed = Self.hex(SHA256.hash(data: body))
+        switch declared {
+        case nil:
+            return .success(computed)
+        case "UNSIGNED-PAYLOAD"?:
+            guard body.isEmpty else {
+                return .failure(PayloadProblem(reason: "UNSIGNED-PAYLOAD is refused for a request with a body: sign the payload"))
+            }
+            return .success("UNSIGNED-PAYLOAD")
+        case let declared?:
+            guard declared == computed else {
+                return .failure(
+                    PayloadProblem(reason: "x-amz-content-sha256 does not match the body (expected the lowercase hex SHA-256 of the body)")
+                )
+            }
+            return .success(computed)
+        }
     }
 
     private func header(_ name: String, in request: Request) -> String? {
@@ -107,24 +147,85 @@ struct SigV4Verifier: Sendable {
         return (String(parts[0]), parts.count == 2 ? String(parts[1]) : "")
     }
 
-    /// Decoded, strictly re-encoded and sorted `key=value` pairs.
-    static func canonicalQuery(_ query: String) -> String {
-        query.split(separator: "&").map { pair -> (String, String) in
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let key = self.uriEncode(Admission.percentDecode(kv[0], plusIsSpace: false), keepSlash: false)
-            let value = kv.count == 2 ? self.uriEncode(Admission.percentDecode(kv[1], plusIsSpace: false), keepSlash: false) : ""
-            return (key, value)
+    /// The canonical query strings a signature over `query` (raw, as received) may cover, or `nil` when the query has
+    /// a `%` without two hex digits after it.
+    ///
+    /// First SigV4's form, which every SDK that builds its query from parameters signs: split on `&` and the first
+    /// `=`, percent-decode names and values to bytes (invalid UTF-8 such as `%FF` included), encode them again with
+    /// only `A-Z a-z 0-9 - . _ ~` left as they are, and sort by name, then value. A `+` decodes to a space, as
+    /// `Admission` reads the query, so the signature covers the meaning the server acts on (botocore sends a space as
+    /// `+` and signs it as `%20`). Second, botocore's form for a URL it was given with its query already encoded: the
+    /// raw `name=value` pairs sorted unchanged (so `%0d%0a` signs in lower case and `+` as itself). Both forms change
+    /// when the query's meaning does, so accepting either lets no one alter a signed request; a bad `%` escape, which
+    /// the server would drop, is refused, since dropping it would let two queries share a canonical form.
+    static func canonicalQueries(_ query: String) -> [String]? {
+        var strict: [(name: [UInt8], value: [UInt8])] = []
+        var raw: [(name: [UInt8], value: [UInt8])] = []
+        guard !query.isEmpty else { return [""] }
+        for pair in query.utf8.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: false) {
+            let equals = pair.firstIndex(of: UInt8(ascii: "="))
+            let name = pair[..<(equals ?? pair.endIndex)]
+            let value = equals.map { pair[pair.index(after: $0)...] } ?? pair[pair.endIndex...]
+            raw.append((Array(name), Array(value)))
+            guard !pair.isEmpty else { continue }
+            guard let decodedName = self.percentDecode(name), let decodedValue = self.percentDecode(value) else { return nil }
+            strict.append(
+                (Array(self.uriEncode(bytes: decodedName, keepSlash: false).utf8), Array(self.uriEncode(bytes: decodedValue, keepSlash: false).utf8))
+            )
         }
-        .sorted { $0 < $1 }
-        .map { "\($0.0)=\($0.1)" }
-        .joined(separator: "&")
+        func joined(_ pairs: [(name: [UInt8], value: [UInt8])]) -> String {
+            let sorted = pairs.sorted {
+                $0.name == $1.name ? $0.value.lexicographicallyPrecedes($1.value) : $0.name.lexicographicallyPrecedes($1.name)
+            }
+            let bytes = sorted.map { $0.name + [UInt8(ascii: "=")] + $0.value }.joined(separator: [UInt8(ascii: "&")])
+            return String(decoding: Array(bytes), as: UTF8.self)
+        }
+        let forms = [joined(strict), joined(raw)]
+        return forms[0] == forms[1] ? [forms[0]] : forms
+    }
+
+    /// SigV4's canonical query string for `query` (raw, as received); `nil` for a bad `%` escape.
+    static func canonicalQuery(_ query: String) -> String? {
+        self.canonicalQueries(query)?.first
+    }
+
+    /// `%XX` escapes and `+` (a space) decoded to bytes; `nil` at a `%` not followed by two hex digits.
+    static func percentDecode(_ text: some Collection<UInt8>) -> [UInt8]? {
+        var bytes: [UInt8] = []
+        var iterator = text.makeIterator()
+        while let byte = iterator.next() {
+            switch byte {
+            case UInt8(ascii: "+"):
+                bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard let high = iterator.next().flatMap(self.hexValue), let low = iterator.next().flatMap(self.hexValue) else { return nil }
+                bytes.append(high << 4 | low)
+            default:
+                bytes.append(byte)
+            }
+        }
+        return bytes
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 
     /// RFC 3986 encoding: everything but `A-Z a-z 0-9 - . _ ~` (and `/` when asked) becomes `%XX`.
     static func uriEncode(_ text: String, keepSlash: Bool) -> String {
+        self.uriEncode(bytes: text.utf8, keepSlash: keepSlash)
+    }
+
+    /// RFC 3986 encoding of any bytes, valid UTF-8 or not.
+    static func uriEncode(bytes: some Sequence<UInt8>, keepSlash: Bool) -> String {
         let digits = Array("0123456789ABCDEF".utf8)
         var out: [UInt8] = []
-        for byte in text.utf8 {
+        for byte in bytes {
             switch byte {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
                 UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
@@ -138,13 +239,18 @@ struct SigV4Verifier: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// `20150830T123600Z` → seconds since 1970.
+    /// `20150830T123600Z` → seconds since 1970; `nil` unless every field is ASCII digits within its range, so the
+    /// arithmetic below works on at most a four-digit year and cannot overflow.
     static func epochSeconds(_ amzDate: String) -> Int64? {
         let digits = Array(amzDate.utf8)
         guard digits.count == 16, digits[8] == UInt8(ascii: "T"), digits[15] == UInt8(ascii: "Z") else { return nil }
-        func number(_ range: Range<Int>) -> Int64? { Int64(String(decoding: digits[range], as: UTF8.self)) }
+        func number(_ range: Range<Int>) -> Int64? {
+            guard digits[range].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
+            return digits[range].reduce(0) { $0 * 10 + Int64($1 - UInt8(ascii: "0")) }
+        }
         guard let year = number(0..<4), let month = number(4..<6), let day = number(6..<8), let hour = number(9..<11),
-            let minute = number(11..<13), let second = number(13..<15), (1...12).contains(month), (1...31).contains(day)
+            let minute = number(11..<13), let second = number(13..<15), (1...12).contains(month), (1...31).contains(day),
+            hour < 24, minute < 60, second < 60
         else { return nil }
         return ISO8601.daysFromCivil(year: year, month: month, day: day) * 86_400 + hour * 3600 + minute * 60 + second
     }

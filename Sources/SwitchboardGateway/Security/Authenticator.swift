@@ -14,11 +14,25 @@ struct VerifiedClaims: Sendable, Hashable {
     var rooms: [String]?
     /// `exp`, in milliseconds since 1970.
     var expiresAt: Int64?
-    /// Every claim as text, for `requestContext.authorizer` and route requirements.
+    /// Every claim as text, for `requestContext.authorizer` (lists joined with commas, as API Gateway passes them).
+    /// Not for matching: `"user,admin"` and `["user", "admin"]` read the same here.
     var all: [String: String]
+    /// Every claim as the token has it, for route requirements.
+    var values: [String: ClaimValue]
 
     func allows(room: RoomID) -> Bool {
         self.rooms.map { $0.contains { Glob.matches($0, room.rawValue) } } ?? true
+    }
+
+    /// Whether the token meets a route requirement, `claim` (present, with a value) or `claim:value`.
+    ///
+    /// A string claim matches only when it equals the value, a list when one of its elements does. Matching the
+    /// comma-joined text in `all` instead would let a token with `"role": "user,admin"` pass for `role:admin`.
+    func satisfies(_ requirement: String) -> Bool {
+        let name = requirement.prefix { $0 != ":" }
+        guard let claim = self.values[String(name)], !claim.texts.isEmpty else { return false }
+        guard name.endIndex < requirement.endIndex else { return true }
+        return claim.matches(String(requirement[requirement.index(after: name.endIndex)...]))
     }
 }
 
@@ -116,7 +130,7 @@ final class Authenticator: Sendable {
             try? await self.loadJWKS(from: source)
             do { payload = try await self.keys.verify(token, as: ClaimsPayload.self) } catch { throw Self.explain(error) }
         }
-        return try self.check(payload.claims, now: now)
+        return try Self.check(payload.claims, configuration: self.configuration, now: now)
     }
 
     /// The `kid` in a compact token's header, without verifying anything.
@@ -146,26 +160,55 @@ final class Authenticator: Sendable {
         }
     }
 
-    private func check(_ claims: [String: ClaimValue], now: Int64) throws(AuthenticationError) -> VerifiedClaims {
-        let leeway = Double(self.configuration.leeway.components.seconds)
+    /// The latest `exp`, `nbf` or `iat` accepted, 9999-12-31T23:59:59Z: later is no real date, and the bound keeps
+    /// `exp` in milliseconds far inside `Int64` (past about 9.2e15 s, `exp * 1000` would trap on conversion).
+    static let latestTimeClaim: Double = 253_402_300_799
+
+    /// A time claim (`exp`, `nbf`, `iat`) in seconds since 1970, `nil` when the token has none.
+    ///
+    /// A present one that is not a number (`"1"`, `null`, an object) refuses the token: ignoring it would make a token
+    /// with `"exp": "1"` never expire. So does one outside `0...latestTimeClaim` (or too big for a `Double`, which
+    /// JSON allows), which no issuer writes and which could not be converted to milliseconds.
+    static func timeClaim(_ name: String, in claims: [String: ClaimValue]) throws(AuthenticationError) -> Double? {
+        guard let value = claims[name] else { return nil }
+        guard case .number(let seconds) = value else { throw AuthenticationError(reason: "\(name) must be a number (seconds since 1970)") }
+        guard seconds.isFinite, (0...Self.latestTimeClaim).contains(seconds) else {
+            throw AuthenticationError(reason: "\(name) is out of range (seconds since 1970, at most \(Int64(Self.latestTimeClaim)))")
+        }
+        return seconds
+    }
+
+    /// The checks after the signature's: time claims with the leeway, issuer, audience, and the user id.
+    static func check(
+        _ claims: [String: ClaimValue],
+        configuration: GatewayConfiguration.Authentication,
+        now: Int64
+    ) throws(AuthenticationError) -> VerifiedClaims {
+        let exp = try Self.timeClaim("exp", in: claims)
+        let nbf = try Self.timeClaim("nbf", in: claims)
+        _ = try Self.timeClaim("iat", in: claims)
+        // In Double, where nothing traps: the time claims are bounded above, `now` and the leeway are the server's.
+        let leeway = Double(configuration.leeway.components.seconds)
         let nowSeconds = Double(now) / 1000
-        if let exp = claims["exp"]?.number, nowSeconds > exp + leeway { throw AuthenticationError(reason: "token expired") }
-        if self.configuration.requireExpiry, claims["exp"]?.number == nil { throw AuthenticationError(reason: "token has no exp") }
-        if let nbf = claims["nbf"]?.number, nowSeconds + leeway < nbf { throw AuthenticationError(reason: "token not yet valid") }
-        if let issuer = self.configuration.issuer, claims["iss"]?.text != issuer { throw AuthenticationError(reason: "wrong issuer") }
-        if let audience = self.configuration.audience {
+        if let exp, nowSeconds > exp + leeway { throw AuthenticationError(reason: "token expired") }
+        if configuration.requireExpiry, exp == nil { throw AuthenticationError(reason: "token has no exp") }
+        if let nbf, nowSeconds + leeway < nbf { throw AuthenticationError(reason: "token not yet valid") }
+        if let issuer = configuration.issuer, claims["iss"]?.text != issuer { throw AuthenticationError(reason: "wrong issuer") }
+        if let audience = configuration.audience {
             let audiences = claims["aud"].map { $0.texts } ?? []
             guard audiences.contains(audience) else { throw AuthenticationError(reason: "wrong audience") }
         }
-        guard let userId = claims[self.configuration.userClaim]?.text else {
-            throw AuthenticationError(reason: "token has no \(self.configuration.userClaim) claim")
+        guard let userId = claims[configuration.userClaim]?.text else {
+            throw AuthenticationError(reason: "token has no \(configuration.userClaim) claim")
         }
-        if let problem = Name.problem(with: userId, field: self.configuration.userClaim) { throw AuthenticationError(reason: problem) }
+        if let problem = Name.problem(with: userId, field: configuration.userClaim) { throw AuthenticationError(reason: problem) }
         return VerifiedClaims(
             userId: userId,
-            rooms: claims[self.configuration.roomsClaim].map { $0.texts },
-            expiresAt: claims["exp"]?.number.map { Int64($0 * 1000) },
-            all: claims.compactMapValues { $0.texts.isEmpty ? nil : $0.texts.joined(separator: ",") }
+            rooms: claims[configuration.roomsClaim].map { $0.texts },
+            // `exp` is at most `latestTimeClaim`, so this cannot overflow.
+            expiresAt: exp.map { Int64(($0 * 1000).rounded(.down)) },
+            all: claims.compactMapValues { $0.texts.isEmpty ? nil : $0.texts.joined(separator: ",") },
+            values: claims
         )
     }
 }
@@ -196,13 +239,24 @@ enum ClaimValue: Codable, Sendable, Hashable {
     func encode(to encoder: any Encoder) throws {}
 
     var text: String? { if case .text(let value) = self { value } else { nil } }
-    var number: Double? { if case .number(let value) = self { value } else { nil } }
+
+    /// Whether this claim equals `value`: a scalar by its text, a list when one of its elements does.
+    func matches(_ value: String) -> Bool {
+        switch self {
+        case .list(let values): values.contains { $0.matches(value) }
+        case .text, .number, .bool: self.texts == [value]
+        case .other: false
+        }
+    }
 
     /// Strings (a string, or the strings of a list) and numbers and booleans as text.
+    ///
+    /// A whole number that fits `Int64` reads as an integer (`42`, not `42.0`); any other number, however big, keeps
+    /// Swift's `Double` text (`1e+19`) rather than refusing the token: only the time claims need to be dates.
     var texts: [String] {
         switch self {
         case .text(let value): [value]
-        case .number(let value): [value == value.rounded() ? String(Int64(value)) : String(value)]
+        case .number(let value): [Int64(exactly: value).map { String($0) } ?? String(value)]
         case .bool(let value): [String(value)]
         case .list(let values): values.flatMap(\.texts)
         case .other: []
