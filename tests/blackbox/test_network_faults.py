@@ -1,0 +1,479 @@
+"""Faults on a real network, not loopback: Redis and each of two gateway nodes in their own network namespace, the
+nodes reaching Redis over links that are cut (iptables DROP), slowed, made lossy, or whose Redis is frozen (SIGSTOP).
+The test clients stay in the root namespace (see netns.py for the layout). Needs root and iproute2 + iptables."""
+import json
+import os
+import shutil
+import statistics
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from websockets.sync.client import connect
+
+import netns
+from conftest import BINARY
+from helpers import eventually, recv_json, send_json
+
+TOKEN = "netfault-token-0123456789"
+TTL = "3s"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables") or not shutil.which("ip"),
+                                reason="network namespaces need root, iproute2 and iptables")
+
+
+class Disconnects:
+    """Records the `$disconnect` events the nodes send, on the root namespace's end of each node's client link."""
+
+    def __init__(self, nodes: int):
+        self.events: list[dict] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                recorder.events.append(event)
+                body = b'{"statusCode": 200}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):
+                pass
+
+        self.servers = [ThreadingHTTPServer((netns.root_address(i), 0), Handler) for i in range(nodes)]
+        for server in self.servers:
+            server.daemon_threads = True
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def url(self, node: int) -> str:
+        host, port = self.servers[node].server_address[:2]
+        return f"http://{host}:{port}/2015-03-31/functions/function/invocations"
+
+    def of_route(self, route: str) -> list[dict]:
+        return [e for e in self.events if e["requestContext"]["routeKey"] == route]
+
+    def stop(self):
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+class Fabric:
+    """The network, Redis and the nodes of one test, and every client it opened."""
+
+    def __init__(self):
+        self.net = netns.Network(2)
+        self.redis = netns.RedisInNamespace(self.net)
+        self.nodes: list[netns.Node] = []
+        self.clients = []
+        self.proxy: netns.DelayProxy | None = None
+
+    def start_nodes(self, *extra_per_node, via_proxy: bool = False) -> list[netns.Node]:
+        for i in range(2):
+            url = self.proxy.url(i) if via_proxy else self.redis.url(i)
+            extra = extra_per_node[i] if extra_per_node else ()
+            self.nodes.append(netns.Node(self.net, i, "--redis-url", url, "--node-id", f"node{i}", "--redis-ttl", TTL,
+                                         "--management-bearer-token", TOKEN, *extra, binary=BINARY))
+        eventually(lambda: all(n.http("/health")[1] == {"status": "ok"} for n in self.nodes), timeout=10, message="nodes healthy")
+        return self.nodes
+
+    def client(self, node: netns.Node, user: str, *rooms: str, open_timeout: float = 10):
+        ws = connect(f"{node.url}/ws?userId={user}", open_timeout=open_timeout)
+        self.clients.append(ws)
+        for room in rooms:
+            send_json(ws, action="joinRoom", roomId=room)
+            wait_for(ws, lambda f: f["action"] == "joinedRoom" and f["roomId"] == room)
+        return ws
+
+    def close(self):
+        for ws in self.clients:
+            try:
+                ws.close()
+            except Exception:
+                pass
+        try:
+            self.net.close()  # kills Redis, the proxy and the nodes by PID, removes namespaces, links and rules
+        finally:
+            for node in self.nodes:
+                node.log.close()
+
+
+@pytest.fixture
+def fabric():
+    f = Fabric()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+# Helpers -------------------------------------------------------------------------------------------------------------
+
+def wait_for(ws, predicate, timeout=5.0):
+    """The first frame matching `predicate`, skipping others; raises TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = recv_json(ws, timeout=max(0.001, deadline - time.monotonic()))
+        if predicate(frame):
+            return frame
+
+
+def message_latency(ws, text, sent_at, timeout=10.0) -> float:
+    """Seconds from `sent_at` until `ws` got the room message `text`; inf if not within `timeout`."""
+    try:
+        wait_for(ws, lambda f: f["action"] == "message" and f["message"] == text, timeout=timeout)
+    except TimeoutError:
+        return float("inf")
+    return time.monotonic() - sent_at
+
+
+def roundtrip_ok(ws, timeout=3.0) -> bool:
+    """The connection is open and served: a ping gets its pong."""
+    try:
+        send_json(ws, action="ping")
+        wait_for(ws, lambda f: f["action"] == "pong", timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+def listing(node, path="/@connections"):
+    """Every item of a paged management listing, through `node`."""
+    items, cursor = [], None
+    while True:
+        status, page = node.http(f"{path}?limit=100" + (f"&cursor={cursor}" if cursor else ""), token=TOKEN)
+        assert status == 200, (status, page)
+        items += page["items"]
+        cursor = page.get("next")
+        if not cursor:
+            return items
+
+
+def listed_users(node) -> list[str]:
+    try:
+        return sorted(item["userId"] for item in listing(node))
+    except Exception:
+        return ["<listing failed>"]
+
+
+def room_members(node, room) -> list[str]:
+    try:
+        return sorted(item["userId"] for item in listing(node, f"/@rooms/{room}/members"))
+    except Exception:
+        return ["<listing failed>"]
+
+
+def connection_ids(node) -> dict[str, str]:
+    return {item["userId"]: item["connectionId"] for item in listing(node)}
+
+
+def health(node, timeout=1.0):
+    try:
+        return node.http("/health", timeout=timeout)
+    except Exception as error:  # a /health that does not answer is a finding too
+        return (None, f"no answer: {error!r}")
+
+
+def time_until(condition, timeout, interval=0.05) -> float:
+    """Seconds until `condition()` held; inf if it did not within `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if condition():
+                return time.monotonic() - start
+        except Exception:
+            pass
+        time.sleep(interval)
+    return float("inf")
+
+
+def cross_node_flows(sender, receiver, tag, timeout=10.0, attempt=0.5) -> float:
+    """Seconds until a room message from `sender` reaches `receiver` on the other node, sending a fresh one every
+    `attempt` seconds (publishes made while Redis was unreachable are dropped by design); inf if none did."""
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < timeout:
+        text = f"{tag}-{n}"
+        send_json(sender, action="sendMessage", roomId="r", message=text)
+        try:
+            wait_for(receiver, lambda f: f["action"] == "message" and str(f["message"]).startswith(f"{tag}-"), timeout=attempt)
+            return time.monotonic() - start
+        except TimeoutError:
+            n += 1
+    return float("inf")
+
+
+class Findings:
+    """Collects every failed check of a test so one run reports all the figures; the test fails if any failed."""
+
+    def __init__(self):
+        self.failures: list[str] = []
+
+    def check(self, ok: bool, what: str) -> bool:
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+    def assert_none(self):
+        assert not self.failures, "\n" + "\n".join(f"- {f}" for f in self.failures)
+
+
+# Tests ---------------------------------------------------------------------------------------------------------------
+
+def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabric):
+    a, b = fabric.start_nodes()
+    alice, amy = fabric.client(a, "alice", "r"), fabric.client(a, "amy", "r")
+    bob, bea = fabric.client(b, "bob", "r"), fabric.client(b, "bea", "r")
+    ids = connection_ids(b)
+    found = Findings()
+
+    # A short partition (1.5 s, well inside the 3 s TTL): nobody sweeps node0, its connections stay registered.
+    fabric.net.partition(0)
+    sent = time.monotonic()
+    send_json(alice, action="sendMessage", roomId="r", message="short")
+    took = message_latency(amy, "short", sent, timeout=8)
+    found.check(took < 1.0, f"same-node message sent as a 1.5 s partition began took {took:.2f} s (bound 1 s)")
+    time.sleep(max(0.0, sent + 1.5 - time.monotonic()))
+    fabric.net.heal(0)
+    healed_at = time.monotonic()
+    found.check(cross_node_flows(alice, bob, "short-a2b", timeout=10) < 10, "after the 1.5 s partition no node0 -> node1 message within 10 s")
+    found.check(cross_node_flows(bob, amy, "short-b2a", timeout=max(1.0, healed_at + 10 - time.monotonic())) < 10,
+                "after the 1.5 s partition no node1 -> node0 message within 10 s")
+    registered = time_until(lambda: all(connection_ids(b).get(u) == ids[u] for u in ids) and
+                            room_members(b, "r") == ["alice", "amy", "bea", "bob"], timeout=max(1.0, healed_at + 10 - time.monotonic()), interval=0.2)
+    found.check(registered != float("inf"), f"after the 1.5 s partition: listing {listed_users(b)}, room r {room_members(b, 'r')}")
+    found.check(not [e for e in b.log_events() if e.get("msg") == "sweeping a dead node"],
+                "node1 swept node0 after a 1.5 s partition, inside the 3 s TTL")
+    found.check(all(roundtrip_ok(ws) for ws in (alice, amy, bob, bea)),
+                f"a client lost its connection over a 1.5 s partition: close codes {[ws.close_code for ws in (alice, amy, bob, bea)]}")
+    ids = connection_ids(b)
+
+    # A long partition (6 s): node1 sweeps node0 (TTL 3 s) while node0 and its clients are alive.
+    fabric.net.partition(0)
+    partitioned_at = time.monotonic()
+    # Local delivery on the partitioned node, at once and again later (after its Redis calls have started failing).
+    for k, at in enumerate((0.0, 2.0, 4.5)):
+        time.sleep(max(0.0, partitioned_at + at - time.monotonic()))
+        sent = time.monotonic()
+        send_json(alice, action="sendMessage", roomId="r", message=f"local-{k}")
+        took = message_latency(amy, f"local-{k}", sent, timeout=8)
+        found.check(took < 1.0, f"same-node message {k} on the partitioned node sent {at} s into the partition took "
+                                f"{took:.2f} s (bound 1 s)")
+        if k == 0:
+            # The other node's clients are unaffected meanwhile.
+            sent = time.monotonic()
+            send_json(bob, action="sendMessage", roomId="r", message="b-local")
+            took_b = message_latency(bea, "b-local", sent, timeout=5)
+            found.check(took_b < 1.0, f"same-node message on the healthy node took {took_b:.2f} s (bound 1 s)")
+    seen = time_until(lambda: health(a)[1] != {"status": "ok"}, timeout=max(0.5, partitioned_at + 6 - time.monotonic()))
+    degraded_after = time.monotonic() - partitioned_at if seen != float("inf") else float("inf")
+    answer = health(a)
+    found.check(degraded_after <= 5.0 and answer[1] == {"status": "degraded", "redis": "unreachable"},
+                f"/health of the partitioned node: not-ok after {degraded_after:.2f} s into the partition (bound 5 s), "
+                f"answer then {answer}")
+    found.check(health(b)[1] == {"status": "ok"}, f"/health of the healthy node during the partition: {health(b)}")
+    found.check(all(roundtrip_ok(ws) for ws in (alice, amy, bob, bea)), "a client lost its connection during the partition")
+    time.sleep(max(0.0, partitioned_at + 6.0 - time.monotonic()))
+    found.check(bool([e for e in b.log_events() if e.get("msg") == "sweeping a dead node"]),
+                "node1 did not sweep node0 within a 6 s partition (TTL 3 s)")
+
+    fabric.net.heal(0)
+    healed_at = time.monotonic()
+    ok_after = time_until(lambda: health(a)[1] == {"status": "ok"}, timeout=10)
+    found.check(ok_after < 10, f"/health of the healed node not ok within 10 s: {health(a)}")
+    # node1 ran the $disconnect of node0's connections and told their rooms they left. Consistent outcomes: node0
+    # registers them again (same ids), or closes them with 1012 so their clients reconnect; never alive but unlisted.
+    time.sleep(1.0)  # a node0 that closes swept connections does so once it is back
+    clients = {"alice": alice, "amy": amy}
+    for user, ws in list(clients.items()):
+        if not roundtrip_ok(ws):
+            found.check(ws.close_code == 1012, f"{user} on node0 was closed after the heal with {ws.close_code} "
+                                               f"{ws.close_reason!r} (expected open, or 1012 to reconnect)")
+            clients[user] = fabric.client(a, user, "r")
+    kept = {u for u, ws in clients.items() if ws is (alice if u == "alice" else amy)}
+    alice, amy = clients["alice"], clients["amy"]
+    a_to_b = cross_node_flows(alice, bob, "a2b", timeout=max(1.0, healed_at + 10 - time.monotonic()))
+    found.check(a_to_b < 10, "after the heal a message from node0 did not reach node1 within 10 s")
+    b_to_a = cross_node_flows(bob, amy, "b2a", timeout=max(1.0, healed_at + 10 - time.monotonic()))
+    found.check(b_to_a < 10, "after the heal a message from node1 did not reach node0 within 10 s")
+    registered = time_until(lambda: listed_users(b) == ["alice", "amy", "bea", "bob"] and
+                            all(connection_ids(b)[u] == ids[u] for u in kept) and
+                            room_members(b, "r") == ["alice", "amy", "bea", "bob"],
+                            timeout=max(1.0, healed_at + 10 - time.monotonic()), interval=0.2)
+    found.check(registered != float("inf"), f"node0's connections ({sorted(kept)} kept open) not registered on node1 "
+                                            f"within 10 s of the heal: listing {listed_users(b)}, room r {room_members(b, 'r')}")
+    found.check(all(roundtrip_ok(ws) for ws in (alice, amy, bob, bea)), "a client lost its connection")
+    found.check(a.alive() and b.alive(), "a node exited")
+    found.assert_none()
+
+
+def test_slow_redis_delays_only_cross_node_traffic(fabric):
+    fabric.proxy = netns.DelayProxy(fabric.net, 0.2)
+    a, b = fabric.start_nodes(via_proxy=True)
+    sender, local = fabric.client(a, "sender", "r"), fabric.client(a, "local", "r")
+    remote = fabric.client(b, "remote", "r")
+    found = Findings()
+
+    fabric.proxy.slow()  # every reply and push from Redis to both nodes is held 200 ms
+    same, cross = [], []
+    for n in range(5):
+        sent = time.monotonic()
+        send_json(sender, action="sendMessage", roomId="r", message=f"m{n}")
+        same.append(message_latency(local, f"m{n}", sent, timeout=5))
+        cross.append(message_latency(remote, f"m{n}", sent, timeout=5))  # at least `same`: read after `local`
+    fabric.proxy.fast()
+    figures = f"same-node {[round(s, 3) for s in same]}, cross-node {[round(c, 3) for c in cross]}"
+    found.check(all(c != float("inf") for c in cross), f"a cross-node message was lost: {figures}")
+    found.check(statistics.median(cross) >= 0.2, f"cross-node median under the 200 ms Redis delay: {figures}")
+    found.check(statistics.median(same) < 0.15, f"same-node median waited on the slow Redis (bound 150 ms): {figures}")
+    found.check(all(roundtrip_ok(ws) for ws in (sender, local, remote)), "a client lost its connection")
+    found.check(not [e for n in (a, b) for e in n.log_events() if e.get("msg") == "disconnected"],
+                "a node logged a disconnect")
+    found.check(listed_users(b) == ["local", "remote", "sender"], f"listing after the delay: {listed_users(b)}")
+    found.assert_none()
+
+
+def test_packet_loss_on_redis_links_leaves_nothing_inconsistent(fabric):
+    a, b = fabric.start_nodes()
+    a1, a2, leaver = (fabric.client(a, u, "r") for u in ("a1", "a2", "leaver"))
+    b1 = fabric.client(b, "b1", "r")
+    found = Findings()
+
+    fabric.net.lose(0.15)  # 15 % of packets dropped each way on both nodes' Redis links
+    try:
+        lossy_until = time.monotonic() + 5
+        leaver.close()  # its disconnect and leave must still reach the registry
+        fabric.clients.remove(leaver)
+        try:
+            joiner = fabric.client(b, "joiner", "r", open_timeout=5)
+        except Exception as error:
+            joiner = None
+            found.check(False, f"a client could not connect and join during the loss: {error!r}")
+        n = 0
+        while time.monotonic() < lossy_until:
+            send_json(a1, action="sendMessage", roomId="r", message=f"lossy-{n}")
+            send_json(b1, action="sendMessage", roomId="r", message=f"lossy-b-{n}")
+            n += 1
+            time.sleep(0.1)
+        dropped = fabric.net.dropped_packets()
+        assert dropped > 0, "the loss rules dropped nothing: the test did not test loss"
+    finally:
+        fabric.net.stop_losing(0.15)
+    clients = {"a1": a1, "a2": a2, "b1": b1, **({"joiner": joiner} if joiner else {})}
+
+    found.check(a.alive() and b.alive(), "a node exited during the loss")
+    for user, ws in clients.items():
+        found.check(roundtrip_ok(ws, timeout=5), f"{user} lost its connection")
+    found.check(cross_node_flows(a1, b1, "after-a") < 10, "no node0 -> node1 message within 10 s after the loss")
+    found.check(cross_node_flows(b1, a2, "after-b") < 10, "no node1 -> node0 message within 10 s after the loss")
+    expected = sorted(clients)
+    consistent = time_until(lambda: listed_users(a) == expected and listed_users(b) == expected and
+                            room_members(b, "r") == expected, timeout=10, interval=0.2)
+    found.check(consistent != float("inf"), f"10 s after the loss the registry disagrees with the {expected} connected: "
+                                            f"listing {listed_users(b)}, room r {room_members(b, 'r')}")
+    counts = [n.http("/health/websocket")[1].get("connections") for n in (a, b)]
+    found.check(counts == [2, 1 + (joiner is not None)], f"/health/websocket connection counts {counts}")
+    found.assert_none()
+
+
+def test_frozen_redis_degrades_health_but_not_local_service(fabric):
+    a, b = fabric.start_nodes()
+    alice, amy = fabric.client(a, "alice", "r"), fabric.client(a, "amy", "r")
+    bob = fabric.client(b, "bob", "r")
+    found = Findings()
+
+    fabric.redis.freeze()
+    frozen_at = time.monotonic()
+    try:
+        sent = time.monotonic()
+        send_json(alice, action="sendMessage", roomId="r", message="while frozen")
+        took = message_latency(amy, "while frozen", sent, timeout=8)
+        found.check(took < 1.0, f"same-node message with Redis frozen took {took:.2f} s (bound 1 s)")
+        degraded = time_until(lambda: health(a)[1] not in ({"status": "ok"},), timeout=max(0.5, frozen_at + 8 - time.monotonic()))
+        degraded_after = time.monotonic() - frozen_at if degraded != float("inf") else float("inf")
+        found.check(degraded_after <= 4.0, f"/health still {health(a)} {degraded_after:.2f} s after Redis froze (bound 4 s)")
+        found.check(health(a)[1] == {"status": "degraded", "redis": "unreachable"}, f"/health with Redis frozen: {health(a)}")
+        started = time.monotonic()
+        try:
+            late = fabric.client(a, "late", open_timeout=10)
+            served = roundtrip_ok(late, timeout=3)
+        except Exception as error:
+            late, served = None, False
+            found.check(False, f"a new handshake with Redis frozen failed: {error!r}")
+        handshake = time.monotonic() - started
+        found.check(served and handshake < 3.0, f"new handshake + first pong with Redis frozen took {handshake:.2f} s "
+                                                f"(bound 3 s), served={served}")
+        found.check(roundtrip_ok(bob), "a client of the other node was not served with Redis frozen")
+    finally:
+        fabric.redis.thaw()
+    thawed_at = time.monotonic()
+    ok_again = time_until(lambda: health(a)[1] == {"status": "ok"} and health(b)[1] == {"status": "ok"}, timeout=10)
+    found.check(ok_again < 10, f"/health not ok on both within 10 s of SIGCONT: {health(a)} {health(b)}")
+    found.check(cross_node_flows(alice, bob, "thawed", timeout=max(1.0, thawed_at + 10 - time.monotonic())) < 10,
+                "no node0 -> node1 message within 10 s of SIGCONT")
+    found.check(cross_node_flows(bob, amy, "thawed-b", timeout=max(1.0, thawed_at + 10 - time.monotonic())) < 10,
+                "no node1 -> node0 message within 10 s of SIGCONT")
+    expected = sorted(["alice", "amy", "bob"] + (["late"] if late else []))
+    listed = time_until(lambda: listed_users(b) == expected, timeout=max(1.0, thawed_at + 10 - time.monotonic()), interval=0.2)
+    found.check(listed != float("inf"), f"listing on node1 10 s after SIGCONT: {listed_users(b)} (expected {expected})")
+    found.assert_none()
+
+
+def test_node_killed_while_partitioned_is_swept_once(fabric):
+    recorder = Disconnects(2)
+    try:
+        a, b = fabric.start_nodes(*[("--integrations", f"$disconnect={recorder.url(i)}") for i in range(2)])
+        watcher = fabric.client(b, "watcher", "r")
+        victims = [fabric.client(a, f"victim{i}", "r") for i in range(2)]
+        ids = connection_ids(b)
+        victim_ids = {ids["victim0"], ids["victim1"]}
+        found = Findings()
+
+        fabric.net.partition(0)
+        a.kill()  # SIGKILL while cut off: it can neither unregister nor run a $disconnect
+        killed_at = time.monotonic()
+        for ws in victims:
+            ws.close()
+        fabric.net.heal(0)  # the link comes back; the node is gone
+
+        left = []
+        deadline = killed_at + 15
+        try:
+            while len(left) < 2:
+                frame = wait_for(watcher, lambda f: f["action"] == "userLeft", timeout=max(0.01, deadline - time.monotonic()))
+                left.append(frame["userId"])
+        except TimeoutError:
+            pass
+        found.check(sorted(left) == ["victim0", "victim1"],
+                    f"userLeft within 15 s of the kill: {left} after {time.monotonic() - killed_at:.1f} s")
+        disconnects = time_until(lambda: len(recorder.of_route("$disconnect")) >= 2, timeout=max(0.5, deadline - time.monotonic()))
+        found.check(disconnects != float("inf"), f"$disconnect events within 15 s: {len(recorder.of_route('$disconnect'))}")
+        time.sleep(2)  # time for a duplicate to show
+        more = []
+        try:
+            while True:
+                frame = wait_for(watcher, lambda f: f["action"] == "userLeft", timeout=0.01)
+                more.append(frame["userId"])
+        except TimeoutError:
+            pass
+        found.check(not more, f"duplicate userLeft: {more}")
+        events = recorder.of_route("$disconnect")
+        found.check(sorted(e["requestContext"]["connectionId"] for e in events) == sorted(victim_ids),
+                    f"$disconnect connection ids {[e['requestContext']['connectionId'] for e in events]}, "
+                    f"expected exactly one each for {sorted(victim_ids)}")
+        found.check(all(e["requestContext"].get("disconnectStatusCode") == 1006 for e in events),
+                    f"$disconnect status codes {[e['requestContext'].get('disconnectStatusCode') for e in events]}")
+        found.check(listed_users(b) == ["watcher"], f"listing on the survivor: {listed_users(b)}")
+        found.check(room_members(b, "r") == ["watcher"], f"room r members on the survivor: {room_members(b, 'r')}")
+        found.check(fabric.redis.cli("HLEN", "switchboard:node:node0:conns") == "0",
+                    f"node0's registry hash: {fabric.redis.cli('HLEN', 'switchboard:node:node0:conns')} entries")
+        found.check(roundtrip_ok(watcher), "the survivor's client lost its connection")
+        found.assert_none()
+    finally:
+        recorder.stop()
