@@ -29,6 +29,9 @@ final class GatewayContext: Sendable {
     /// Stage-wide token buckets (API Gateway's account-level throttling), when configured.
     let connectThrottle: Throttle?
     let messageThrottle: Throttle?
+    /// The last sum of queued outbound bytes and when it was taken: summing visits every connection, so scrapes
+    /// reuse it for a few seconds (``GatewayContext/sampledQueuedBytes()``).
+    let queuedBytesSample = Mutex<(bytes: Int, at: ContinuousClock.Instant?)>((0, nil))
     /// Open connections per user id on this node, for `limits.max_connections_per_user`.
     let connectionsPerUser = Mutex<[String: Int]>([:])
     /// Subsystem loggers (`subsystem` metadata), each with its own level from `log.levels`.

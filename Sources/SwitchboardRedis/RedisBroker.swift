@@ -13,9 +13,10 @@ import Glibc
 ///   broadcast channel and a channel per node (direct sends and commands). A node subscribes to a room's or a
 ///   user's channel while it has local members, and delivers what it publishes to its own connections at once,
 ///   skipping its own messages when they come back.
-/// - Registry: `conn:{id}` (a hash with a TTL the owning node refreshes), `node:{node}:conns` (what a sweeper needs
-///   to clean up after a dead node), `user:{userId}`, `room:{roomId}` (connection id → user id), `conn:{id}:rooms`,
-///   and the sorted sets `conns`, `rooms` and `nodes` (node → last heartbeat) for listings and liveness.
+/// - Registry: `conn:{id}` (a hash with a TTL the owning node refreshes), `node-conns:{node}` (what a sweeper needs
+///   to clean up after a dead node), `user:{userId}`, `room:{roomId}` (connection id → user id), `conn-rooms:{id}`,
+///   and the sorted sets `conns`, `rooms` and `nodes` (node → last heartbeat) for listings and liveness. The name
+///   is always the last part of a key (``KeyKind``).
 /// - A node whose heartbeat is older than the TTL is dead: one survivor claims it (`SET … NX`), and for each of its
 ///   connections removes the memberships and hands the entry to `onSwept`, which tells the rooms and runs
 ///   `$disconnect` once.
@@ -103,10 +104,35 @@ public final class RedisBroker: Broker {
         weak var broker: RedisBroker?
     }
 
-    private func key(_ parts: String...) -> String { self.options.prefix + parts.joined(separator: ":") }
+    /// What a key holds. A key is the prefix, the kind (never a `:`), `:`, then at most one name chosen by a client
+    /// (a room, user, connection or node id), always last: two keys are equal only when kind and name are, whatever
+    /// characters names may hold, so room `r:offset` can never share a key with room `r`'s counter.
+    enum KeyKind: String {
+        case connection = "conn"
+        case connectionRooms = "conn-rooms"
+        case nodeConnections = "node-conns"
+        case user
+        case roomMembers = "room"
+        case roomOffset = "room-offset"
+        case history = "hist"
+        case sweep
+        /// The connections a survivor swept for a node, kept a day so the node, if it was only cut off, closes them
+        /// without a second `$disconnect` when it is back.
+        case swept
+        /// The sorted sets behind listings and liveness: one key each, no name.
+        case connections = "conns"
+        case rooms, nodes
+    }
+
+    func key(_ kind: KeyKind, _ name: String? = nil) -> String {
+        name.map { self.options.prefix + kind.rawValue + ":" + $0 } ?? self.options.prefix + kind.rawValue
+    }
+    /// Channels follow the same rule: `ch:`, a kind, `:`, the name last.
     private func channel(_ kind: String, _ name: String) -> String { self.options.prefix + "ch:" + kind + ":" + name }
 
     public var isConnected: Bool { self.client.isConnected && self.subscriber.isConnected }
+
+    public var localRoomCount: Int { self.state.withLock { $0.roomMembers.count } }
 
     /// What to do for each connection of a dead node once its registry entries are gone: tell its rooms and run
     /// its `$disconnect` (status 1006). Set once, before `run()`.
@@ -122,6 +148,7 @@ public final class RedisBroker: Broker {
             group.addTask { await self.subscriber.run() }
             group.addTask { await self.publishLoop() }
             group.addTask { await self.heartbeatLoop() }
+            group.addTask { await self.probeLoop() }
             group.addTask {
                 try? await self.subscriber.subscribe(self.channel("all", "all"))
                 try? await self.subscriber.subscribe(self.channel("node", self.node))
@@ -161,14 +188,16 @@ public final class RedisBroker: Broker {
                     let header = Envelope(origin: self.node, audience: .room(message.room), frame: OutboundFrame(.text, [])).encoded
                     appended.append((commands.count, message))
                     commands.append([
-                        "EVAL", .string(Self.appendScript), "3", .string(self.key("room", room, "offset")), .string(self.key("hist", room)),
+                        "EVAL", .string(Self.appendScript), "3", .string(self.key(.roomOffset, room)), .string(self.key(.history, room)),
                         .string(self.channel("room", room)), .bytes(message.prefix), RedisArgument(self.options.history.messages),
-                        RedisArgument(Self.now()), RedisArgument(self.options.history.age.components.seconds * 1000), .bytes(header),
+                        RedisArgument(Self.now()), RedisArgument(Self.milliseconds(self.options.history.age)), .bytes(header),
                     ])
                 case .publish(let channel, let payload):
                     commands.append(["PUBLISH", .string(channel), .bytes(payload)])
                 case .toConnection(let id, let payload):
-                    guard let node = (try? await self.client.send("HGET", .string(self.key("conn", id.rawValue)), "node"))?.string else { continue }
+                    guard let node = (try? await self.client.send("HGET", .string(self.key(.connection, id.rawValue)), "node"))?.string else {
+                        continue
+                    }
                     commands.append(["PUBLISH", .string(self.channel("node", node)), .bytes(payload)])
                 }
             }
@@ -189,6 +218,16 @@ public final class RedisBroker: Broker {
         }
     }
 
+    /// Asks Redis every second whether it answers, so `isConnected` (and `/health`) tells the truth within two
+    /// seconds of Redis freezing or dropping off the network, and callers stop waiting on it. When it stops
+    /// answering, the pub/sub connection is dropped too: it subscribes again to everything once Redis is back.
+    private func probeLoop() async {
+        while !Task.isCancelled {
+            if await !self.client.probe() { self.subscriber.reset() }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
     private func heartbeatLoop() async {
         let period = self.options.ttl / 3
         while !Task.isCancelled {
@@ -198,56 +237,71 @@ public final class RedisBroker: Broker {
         }
     }
 
-    private var ttlSeconds: Int { Int(self.options.ttl.components.seconds) }
+    private var ttlSeconds: Int { Int(clamping: self.options.ttl.components.seconds) }
 
     private func heartbeat() async {
         let ids = self.state.withLock { Array($0.connections.keys) }
-        var commands: [[RedisArgument]] = [["ZADD", .string(self.key("nodes")), RedisArgument(Self.now()), .string(self.node)]]
-        for id in ids { commands.append(["EXPIRE", .string(self.key("conn", id.rawValue)), RedisArgument(self.ttlSeconds)]) }
+        var commands: [[RedisArgument]] = [["ZADD", .string(self.key(.nodes)), RedisArgument(Self.now()), .string(self.node)]]
+        for id in ids { commands.append(["EXPIRE", .string(self.key(.connection, id.rawValue)), RedisArgument(self.ttlSeconds)]) }
         _ = try? await self.client.pipeline(commands)
     }
 
     /// Cleans up after nodes whose heartbeat stopped: each dead node is claimed by one survivor.
     private func sweep() async {
-        let cutoff = Self.now() - Int64(self.options.ttl.components.seconds * 1000)
-        guard let dead = (try? await self.client.send("ZRANGEBYSCORE", .string(self.key("nodes")), "-inf", RedisArgument(cutoff)))?.elements else {
+        let cutoff = Self.now() - Self.milliseconds(self.options.ttl)
+        guard let dead = (try? await self.client.send("ZRANGEBYSCORE", .string(self.key(.nodes)), "-inf", RedisArgument(cutoff)))?.elements else {
             return
         }
         for name in dead.compactMap(\.string) where name != self.node {
             let claim = try? await self.client.send(
                 "SET",
-                .string(self.key("sweep", name)),
+                .string(self.key(.sweep, name)),
                 .string(self.node),
                 "NX",
                 "EX",
                 RedisArgument(self.ttlSeconds * 2)
             )
             guard claim == .simpleString("OK") else { continue }
-            let entries = (try? await self.client.send("HGETALL", .string(self.key("node", name, "conns"))))?.elements ?? []
+            let entries = (try? await self.client.send("HGETALL", .string(self.key(.nodeConnections, name))))?.elements ?? []
             self.logger.warning("sweeping a dead node", metadata: ["node": "\(name)", "connections": "\(entries.count / 2)"])
+            var swept: [RedisArgument] = []
             for index in stride(from: 0, to: entries.count - 1, by: 2) {
                 guard let bytes = entries[index + 1].bytes, let info = Self.decode(bytes) else { continue }
-                let reply = try? await self.client.send("SMEMBERS", .string(self.key("conn", info.id.rawValue, "rooms")))
+                let reply = try? await self.client.send("SMEMBERS", .string(self.key(.connectionRooms, info.id.rawValue)))
                 let rooms = (reply?.elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }
                 await self.forget(info, rooms: rooms, node: name)
                 await self.onSwept.withLock { $0 }?(info, rooms)
+                swept.append(.string(info.id.rawValue))
             }
-            _ = try? await self.client.pipeline([
-                ["DEL", .string(self.key("node", name, "conns"))], ["ZREM", .string(self.key("nodes")), .string(name)],
-            ])
+            var cleanup: [[RedisArgument]] = [
+                ["DEL", .string(self.key(.nodeConnections, name))], ["ZREM", .string(self.key(.nodes)), .string(name)],
+            ]
+            if !swept.isEmpty {
+                cleanup += [["SADD", .string(self.key(.swept, name))] + swept, ["EXPIRE", .string(self.key(.swept, name)), "86400"]]
+            }
+            _ = try? await self.client.pipeline(cleanup)
         }
     }
 
-    /// After Redis came back (perhaps empty): register every live local connection and membership again.
+    /// After Redis came back (perhaps empty): register every live local connection and membership again, except
+    /// those a survivor swept while this node was cut off for longer than the TTL: their rooms heard `userLeft` and
+    /// their `$disconnect` ran, so they are closed (1012, reconnect) without either happening twice.
     func resync() {
         let (connections, memberships) = self.state.withLock { ($0.connections, $0.memberships) }
         Task {
-            for info in connections.values { try? await self.writeRegistration(info) }
-            for (id, rooms) in memberships {
+            let sweptKey = self.key(.swept, self.node)
+            let swept = Set(((try? await self.client.send("SMEMBERS", .string(sweptKey)))?.elements ?? []).compactMap(\.string))
+            if !swept.isEmpty {
+                for id in connections.keys where swept.contains(id.rawValue) { self.local.perform(.forgotten, on: id) }
+                _ = try? await self.client.send("DEL", .string(sweptKey))
+                self.logger.warning("connections swept while cut off from Redis are closed", metadata: ["connections": "\(swept.count)"])
+            }
+            for info in connections.values where !swept.contains(info.id.rawValue) { try? await self.writeRegistration(info) }
+            for (id, rooms) in memberships where !swept.contains(id.rawValue) {
                 guard let userId = connections[id]?.userId else { continue }
                 for room in rooms { _ = try? await self.writeMembership(room, RoomMember(connection: id, userId: userId)) }
             }
-            self.logger.info("re-registered after reconnect", metadata: ["connections": "\(connections.count)"])
+            self.logger.info("re-registered after reconnect", metadata: ["connections": "\(connections.count - swept.count)"])
         }
     }
 
@@ -270,15 +324,15 @@ public final class RedisBroker: Broker {
 
     private func writeRegistration(_ info: ConnectionInfo) async throws {
         let id = info.id.rawValue
-        var fields: [RedisArgument] = ["HSET", .string(self.key("conn", id)), "node", .string(self.node)]
+        var fields: [RedisArgument] = ["HSET", .string(self.key(.connection, id)), "node", .string(self.node)]
         fields += ["info", .bytes(Self.encode(info))]
         _ = try await self.client.pipeline([
             fields,
-            ["EXPIRE", .string(self.key("conn", id)), RedisArgument(self.ttlSeconds)],
-            ["HSET", .string(self.key("node", self.node, "conns")), .string(id), .bytes(Self.encode(info))],
-            ["SADD", .string(self.key("user", info.userId)), .string(id)],
-            ["ZADD", .string(self.key("conns")), "0", .string(id)],
-            ["ZADD", .string(self.key("nodes")), RedisArgument(Self.now()), .string(self.node)],
+            ["EXPIRE", .string(self.key(.connection, id)), RedisArgument(self.ttlSeconds)],
+            ["HSET", .string(self.key(.nodeConnections, self.node)), .string(id), .bytes(Self.encode(info))],
+            ["SADD", .string(self.key(.user, info.userId)), .string(id)],
+            ["ZADD", .string(self.key(.connections)), "0", .string(id)],
+            ["ZADD", .string(self.key(.nodes)), RedisArgument(Self.now()), .string(self.node)],
         ])
     }
 
@@ -300,11 +354,11 @@ public final class RedisBroker: Broker {
     private func forget(_ info: ConnectionInfo, rooms: [RoomID], node: String) async {
         let id = info.id.rawValue
         var commands: [[RedisArgument]] = [
-            ["DEL", .string(self.key("conn", id))], ["DEL", .string(self.key("conn", id, "rooms"))],
-            ["HDEL", .string(self.key("node", node, "conns")), .string(id)], ["SREM", .string(self.key("user", info.userId)), .string(id)],
-            ["ZREM", .string(self.key("conns")), .string(id)],
+            ["DEL", .string(self.key(.connection, id))], ["DEL", .string(self.key(.connectionRooms, id))],
+            ["HDEL", .string(self.key(.nodeConnections, node)), .string(id)], ["SREM", .string(self.key(.user, info.userId)), .string(id)],
+            ["ZREM", .string(self.key(.connections)), .string(id)],
         ]
-        for room in rooms { commands.append(["HDEL", .string(self.key("room", room.rawValue)), .string(id)]) }
+        for room in rooms { commands.append(["HDEL", .string(self.key(.roomMembers, room.rawValue)), .string(id)]) }
         _ = try? await self.client.pipeline(commands)
     }
 
@@ -314,18 +368,25 @@ public final class RedisBroker: Broker {
             state.roomMembers[room, default: 0] += 1
             return state.roomMembers[room] == 1
         }
-        // Subscribed before the joiner hears `joinedRoom`, so it misses nothing sent after.
-        if firstLocal { try await self.subscriber.subscribe(self.channel("room", room.rawValue)) }
-        return try await self.writeMembership(room, member, listing: limit)
+        // Subscribed before the joiner hears `joinedRoom`, so it misses nothing sent after (when Redis is away the
+        // channel is remembered and subscribed on reconnect).
+        if firstLocal { try? await self.subscriber.subscribe(self.channel("room", room.rawValue)) }
+        do {
+            return try await self.writeMembership(room, member, listing: limit)
+        } catch {
+            // Redis is away: the room works on this node, and `resync` writes the membership once it is back.
+            let local = self.state.withLock { $0.roomMembers[room] ?? 1 }
+            return RoomRoster(userIds: limit > 0 ? [member.userId] : [], count: local)
+        }
     }
 
     @discardableResult
     private func writeMembership(_ room: RoomID, _ member: RoomMember, listing limit: Int = 0) async throws -> RoomRoster {
-        let roomKey = self.key("room", room.rawValue)
+        let roomKey = self.key(.roomMembers, room.rawValue)
         let replies = try await self.client.pipeline([
             ["HSET", .string(roomKey), .string(member.connection.rawValue), .string(member.userId)],
-            ["SADD", .string(self.key("conn", member.connection.rawValue, "rooms")), .string(room.rawValue)],
-            ["ZADD", .string(self.key("rooms")), "0", .string(room.rawValue)],
+            ["SADD", .string(self.key(.connectionRooms, member.connection.rawValue)), .string(room.rawValue)],
+            ["ZADD", .string(self.key(.rooms)), "0", .string(room.rawValue)],
             ["HLEN", .string(roomKey)],
             ["HRANDFIELD", .string(roomKey), RedisArgument(max(limit, 1)), "WITHVALUES"],
         ])
@@ -342,13 +403,13 @@ public final class RedisBroker: Broker {
             if last { state.roomMembers.removeValue(forKey: room) }
             return last
         }
-        let roomKey = self.key("room", room.rawValue)
+        let roomKey = self.key(.roomMembers, room.rawValue)
         let replies = try? await self.client.pipeline([
             ["HDEL", .string(roomKey), .string(member.connection.rawValue)],
-            ["SREM", .string(self.key("conn", member.connection.rawValue, "rooms")), .string(room.rawValue)],
+            ["SREM", .string(self.key(.connectionRooms, member.connection.rawValue)), .string(room.rawValue)],
             ["HLEN", .string(roomKey)],
         ])
-        if replies?[2].int == 0 { _ = try? await self.client.send("ZREM", .string(self.key("rooms")), .string(room.rawValue)) }
+        if replies?[2].int == 0 { _ = try? await self.client.send("ZREM", .string(self.key(.rooms)), .string(room.rawValue)) }
         if lastLocal { try? await self.subscriber.unsubscribe(self.channel("room", room.rawValue)) }
     }
 
@@ -375,33 +436,46 @@ public final class RedisBroker: Broker {
         self.enqueue(.roomMessage(message))
     }
 
-    public func history(of room: RoomID, after offset: Int64) async -> RoomHistory {
-        guard
-            let replies = try? await self.client.pipeline([
-                ["GET", .string(self.key("room", room.rawValue, "offset"))],
-                ["XRANGE", .string(self.key("hist", room.rawValue)), .string("\(offset + 1)-0"), "+"],
-            ])
-        else { return .lost(oldest: offset + 1) }
-        let last = replies[0].int ?? 0
-        let cutoff = Self.now() - Int64(self.options.history.age.components.seconds * 1000)
-        var kept: [(offset: Int64, frame: OutboundFrame)] = []
-        for entry in replies[1].elements ?? [] {
+    public func history(of room: RoomID, after offset: Int64, limit: Int) async -> RoomHistory {
+        let limit = min(max(limit, 1), Self.maximumPage)
+        // Past `Int64.max` nothing can follow: only the counter is read, and the offset is from before a reset.
+        let (first, overflow) = offset.addingReportingOverflow(1)
+        var commands: [[RedisArgument]] = [["GET", .string(self.key(.roomOffset, room.rawValue))]]
+        if !overflow {
+            commands.append(["XRANGE", .string(self.key(.history, room.rawValue)), .string("\(first)-0"), "+", "COUNT", RedisArgument(limit)])
+        }
+        guard let replies = try? await self.client.pipeline(commands), let last = replies[0].isNull ? 0 : replies[0].int else {
+            return .lost(oldest: overflow ? offset : first)
+        }
+        let cutoff = Self.now() - Self.milliseconds(self.options.history.age)
+        var kept: [HistoryEntry] = []
+        for entry in replies.count > 1 ? replies[1].elements ?? [] : [] {
             guard let parts = entry.elements, parts.count == 2, let id = parts[0].string, let fields = parts[1].elements else { continue }
             var values: [String: RESPValue] = [:]
             for index in stride(from: 0, to: fields.count - 1, by: 2) { values[fields[index].string ?? ""] = fields[index + 1] }
             guard let at = values["ts"]?.int, at >= cutoff, let frame = values["f"]?.bytes,
-                let entryOffset = Int64(id.split(separator: "-")[0])
+                let entryOffset = id.split(separator: "-").first.flatMap({ Int64($0) })
             else { continue }
-            kept.append((entryOffset, OutboundFrame(.text, frame)))
+            kept.append(HistoryEntry(offset: entryOffset, frame: OutboundFrame(.text, frame)))
         }
-        guard offset <= last else { return .lost(oldest: kept.first?.offset ?? last + 1) }
+        let next = last == .max ? last : last + 1
+        guard !overflow, offset <= last else { return .lost(oldest: kept.first?.offset ?? next) }
         guard offset < last else { return .messages([]) }
-        guard kept.first?.offset == offset + 1 else { return .lost(oldest: kept.first?.offset ?? last + 1) }
-        return .messages(kept.map(\.frame))
+        guard kept.first?.offset == first else { return .lost(oldest: kept.first?.offset ?? next) }
+        return .messages(kept)
+    }
+
+    /// The most items one listing or history page asks Redis for, whatever a caller passes.
+    static let maximumPage = 10_000
+
+    /// A configured duration in milliseconds, saturating rather than trapping on absurd values.
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        let (ms, overflow) = duration.components.seconds.multipliedReportingOverflow(by: 1000)
+        return overflow ? .max : ms
     }
 
     public func lastOffset(of room: RoomID) async -> Int64 {
-        (try? await self.client.send("GET", .string(self.key("room", room.rawValue, "offset"))))?.int ?? 0
+        (try? await self.client.send("GET", .string(self.key(.roomOffset, room.rawValue))))?.int ?? 0
     }
 
     public func send(_ command: ConnectionCommand, to connection: ConnectionID) {
@@ -443,7 +517,7 @@ public final class RedisBroker: Broker {
         }
         guard
             let replies = try? await self.client.pipeline([
-                ["HGET", .string(self.key("conn", id.rawValue)), "info"], ["SMEMBERS", .string(self.key("conn", id.rawValue, "rooms"))],
+                ["HGET", .string(self.key(.connection, id.rawValue)), "info"], ["SMEMBERS", .string(self.key(.connectionRooms, id.rawValue))],
             ]), let bytes = replies[0].bytes, let info = Self.decode(bytes)
         else { return nil }
         let rooms = (replies[1].elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }.sorted { $0.rawValue < $1.rawValue }
@@ -451,7 +525,7 @@ public final class RedisBroker: Broker {
     }
 
     public func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection> {
-        let ids = await self.lexPage(self.key("conns"), after: cursor, limit: limit)
+        let ids = await self.lexPage(self.key(.connections), after: cursor, limit: limit)
         var items: [RegisteredConnection] = []
         for id in ids.items.compactMap(ConnectionID.init) {
             if let entry = await self.connection(id) { items.append(entry) }
@@ -460,9 +534,9 @@ public final class RedisBroker: Broker {
     }
 
     public func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)> {
-        let names = await self.lexPage(self.key("rooms"), after: cursor, limit: limit)
+        let names = await self.lexPage(self.key(.rooms), after: cursor, limit: limit)
         let rooms = names.items.compactMap(RoomID.init)
-        let counts = (try? await self.client.pipeline(rooms.map { ["HLEN", .string(self.key("room", $0.rawValue))] })) ?? []
+        let counts = (try? await self.client.pipeline(rooms.map { ["HLEN", .string(self.key(.roomMembers, $0.rawValue))] })) ?? []
         let items = zip(rooms, counts).compactMap { room, count -> (room: RoomID, members: Int)? in
             guard let members = count.int, members > 0 else { return nil }
             return (room, Int(members))
@@ -471,7 +545,8 @@ public final class RedisBroker: Broker {
     }
 
     public func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember> {
-        let all = (try? await self.client.send("HGETALL", .string(self.key("room", room.rawValue))))?.elements ?? []
+        let limit = min(max(limit, 1), Self.maximumPage)
+        let all = (try? await self.client.send("HGETALL", .string(self.key(.roomMembers, room.rawValue))))?.elements ?? []
         var members: [RoomMember] = []
         for index in stride(from: 0, to: all.count - 1, by: 2) {
             guard let id = all[index].string.flatMap(ConnectionID.init), let userId = all[index + 1].string else { continue }
@@ -483,6 +558,7 @@ public final class RedisBroker: Broker {
     }
 
     private func lexPage(_ key: String, after cursor: String?, limit: Int) async -> Page<String> {
+        let limit = min(max(limit, 1), Self.maximumPage)
         let start: RedisArgument = cursor.map { .string("(" + $0) } ?? "-"
         let values = (try? await self.client.send("ZRANGEBYLEX", .string(key), start, "+", "LIMIT", "0", RedisArgument(limit + 1)))?.elements ?? []
         let names = values.compactMap(\.string)

@@ -2,15 +2,24 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// Commands over one pipelined connection that is re-established, with backoff, whenever it is lost.
+/// Commands over one pipelined connection, re-established whenever it is lost.
 ///
 /// Deliberately small: `send` and `pipeline` are the whole interface, so a maintained Redis client can replace this
 /// one behind the broker without touching it.
+///
+/// Callers never wait on a Redis that is away: once a command times out or the connection fails, Redis counts as
+/// unreachable and every call fails at once until ``probe()`` (run every second by the broker) gets an answer
+/// again. A frozen Redis (SIGSTOP, a partition) then costs a caller at most one probe period, not a timeout each.
 public final class RedisClient: Sendable {
+    private struct State {
+        var connection: RedisConnection?
+        var reachable = true
+    }
+
     private let configuration: RedisConfiguration
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let state = Mutex<(connection: RedisConnection?, failures: Int)>((nil, 0))
+    private let state = Mutex(State())
 
     public init(configuration: RedisConfiguration, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
@@ -26,45 +35,81 @@ public final class RedisClient: Sendable {
 
     public func send(_ command: [RedisArgument]) async throws(RedisError) -> RESPValue {
         let connection = try await self.connection()
-        return try await connection.send(command)
+        do {
+            return try await connection.send(command)
+        } catch {
+            self.failed(error, connection)
+            throw error
+        }
     }
 
     /// Sends all commands at once and returns their replies in order; an error reply is returned, not thrown.
     public func pipeline(_ commands: [[RedisArgument]]) async throws(RedisError) -> [RESPValue] {
         guard !commands.isEmpty else { return [] }
         let connection = try await self.connection()
-        return try await connection.pipeline(commands)
-    }
-
-    /// Whether the last attempt to talk to Redis succeeded.
-    public var isConnected: Bool { self.state.withLock { $0.connection?.isActive ?? false } }
-
-    private func connection() async throws(RedisError) -> RedisConnection {
-        let (current, failures) = self.state.withLock { ($0.connection, $0.failures) }
-        if let current, current.isActive { return current }
-        if failures > 0 {
-            // Backoff between attempts while Redis is away: 100 ms doubling to 5 s.
-            let delay = min(100 * (1 << min(failures - 1, 6)), 5000)
-            try? await Task.sleep(for: .milliseconds(delay))
-        }
         do {
-            let connection = try await RedisConnection.connect(self.configuration, group: self.group)
-            let replaced = self.state.withLock { state -> RedisConnection? in
-                let old = state.connection
-                state = (connection, 0)
-                return old
-            }
-            replaced?.close()
-            if failures > 0 { self.logger.info("reconnected to Redis") }
-            return connection
+            return try await connection.pipeline(commands)
         } catch {
-            let count = self.state.withLock { state -> Int in
-                state.failures += 1
-                return state.failures
-            }
-            if count == 1 { self.logger.error("Redis unavailable", metadata: ["error": "\(error)"]) }
+            self.failed(error, connection)
             throw error
         }
+    }
+
+    /// Whether Redis answered the last command or probe.
+    public var isConnected: Bool { self.state.withLock { $0.reachable && $0.connection?.isActive == true } }
+
+    /// Connects if needed and sends `PING`, each within a second (AUTH at the usual timeout); marks Redis reachable or not by the outcome.
+    /// - Returns: whether Redis answered.
+    @discardableResult
+    public func probe() async -> Bool {
+        var quick = self.configuration
+        quick.connectTimeout = min(quick.connectTimeout, .seconds(1))
+        do {
+            let connection = try await self.connection(configuration: quick, evenIfUnreachable: true)
+            _ = try await connection.send(["PING"], timeout: .seconds(1))
+            let recovered = self.state.withLock { state in
+                defer { state.reachable = true }
+                return !state.reachable
+            }
+            if recovered { self.logger.info("Redis reachable again") }
+            return true
+        } catch {
+            self.failed(error, nil)
+            return false
+        }
+    }
+
+    /// A failed call: Redis is unreachable until a probe answers, and the connection is closed so that every
+    /// command still waiting on it fails now rather than at its timeout. Error replies change nothing.
+    private func failed(_ error: RedisError, _ connection: RedisConnection?) {
+        guard error.code == .connection || error.code == .timeout else { return }
+        let (wasReachable, current) = self.state.withLock { state -> (Bool, RedisConnection?) in
+            // A connection already replaced says nothing about Redis now.
+            if let connection, state.connection !== connection { return (false, nil) }
+            defer { state.reachable = false }
+            return (state.reachable, state.connection)
+        }
+        current?.close()
+        if wasReachable { self.logger.error("Redis unreachable", metadata: ["error": "\(error)"]) }
+    }
+
+    private func connection(
+        configuration: RedisConfiguration? = nil,
+        evenIfUnreachable: Bool = false
+    ) async throws(RedisError) -> RedisConnection {
+        let (current, reachable) = self.state.withLock { ($0.connection, $0.reachable) }
+        guard reachable || evenIfUnreachable else { throw RedisError(.connection, "Redis is unreachable (probed every second)") }
+        if let current, current.isActive { return current }
+        let connection = try await RedisConnection.connect(configuration ?? self.configuration, group: self.group)
+        // Callers that found no connection connect at the same time: the first one up is kept, so no command is
+        // left on a connection closed under it.
+        let chosen = self.state.withLock { state -> RedisConnection in
+            if let existing = state.connection, existing.isActive { return existing }
+            state.connection = connection
+            return connection
+        }
+        if chosen !== connection { connection.close() }
+        return chosen
     }
 
     public func close() {
@@ -123,12 +168,21 @@ public final class RedisSubscriber: Sendable {
                         handler(channel, payload)
                     }
                 }
-                let (channels, patterns) = self.state.withLock { state in
-                    state.connection = connection
-                    return (state.channels, state.patterns)
+                // Subscribed to everything before it is published: until then `subscribe` only remembers (and
+                // never waits on a Redis that may be frozen), and this loop picks up what was remembered meanwhile.
+                var (channels, patterns) = (Set<String>(), Set<String>())
+                while true {
+                    let (moreChannels, morePatterns) = self.state.withLock { state -> (Set<String>, Set<String>) in
+                        let missing = (state.channels.subtracting(channels), state.patterns.subtracting(patterns))
+                        if missing.0.isEmpty, missing.1.isEmpty { state.connection = connection }
+                        return missing
+                    }
+                    if moreChannels.isEmpty, morePatterns.isEmpty { break }
+                    for channel in moreChannels { _ = try await connection.send(["SUBSCRIBE", .string(channel)]) }
+                    for pattern in morePatterns { _ = try await connection.send(["PSUBSCRIBE", .string(pattern)]) }
+                    channels.formUnion(moreChannels)
+                    patterns.formUnion(morePatterns)
                 }
-                for channel in channels { _ = try await connection.send(["SUBSCRIBE", .string(channel)]) }
-                for pattern in patterns { _ = try await connection.send(["PSUBSCRIBE", .string(pattern)]) }
                 if everConnected {
                     self.logger.info("pub/sub reconnected", metadata: ["channels": "\(channels.count)"])
                     self.onReconnect()
@@ -144,6 +198,12 @@ public final class RedisSubscriber: Sendable {
             if self.state.withLock({ $0.stopped }) { return }
             try? await Task.sleep(for: .milliseconds(min(100 * (1 << min(failures, 6)), 5000)))
         }
+    }
+
+    /// Drops the connection (Redis stopped answering): commands waiting on it fail now, and the next connection
+    /// subscribes again to everything.
+    public func reset() {
+        self.state.withLock { $0.connection }?.close()
     }
 
     public func stop() {

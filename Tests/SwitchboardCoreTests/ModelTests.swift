@@ -1,5 +1,7 @@
-import SwitchboardCore
+import Synchronization
 import Testing
+
+@testable import SwitchboardCore
 
 @Suite struct ModelTests {
     @Test func connectionIDsLookLikeAPIGatewaysAndDiffer() {
@@ -42,7 +44,7 @@ import Testing
         }
         #expect(last.count == 1000)
         #expect(last.userIds.count == 10)
-        #expect(broker.roomCount == 1)
+        #expect(broker.localRoomCount == 1)
     }
 }
 
@@ -59,25 +61,72 @@ import Testing
     @Test func offsetsIncreaseAndRejoinersGetWhatTheyMissed() async {
         let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 3, age: .seconds(60)))
         #expect(await broker.lastOffset(of: self.room) == 0)
-        #expect(await broker.history(of: self.room, after: 0) == .messages([]))
+        #expect(await broker.history(of: self.room, after: 0, limit: 100) == .messages([]))
         for n in 1...5 { broker.publish(ServerFrames.message(self.room, message: .number(String(n)), sender: "u", timestamp: 0)) }
         #expect(await broker.lastOffset(of: self.room) == 5)
-        guard case .messages(let missed) = await broker.history(of: self.room, after: 3) else {
+        guard case .messages(let missed) = await broker.history(of: self.room, after: 3, limit: 100) else {
             Issue.record("expected messages")
             return
         }
         #expect(
-            missed.map(self.text) == [4, 5].map { #"{"action":"message","roomId":"r","message":\#($0),"sender":"u","timestamp":0,"offset":\#($0)}"# }
+            missed.map { self.text($0.frame) }
+                == [4, 5].map { #"{"action":"message","roomId":"r","message":\#($0),"sender":"u","timestamp":0,"offset":\#($0)}"# }
         )
-        #expect(await broker.history(of: self.room, after: 5) == .messages([]))
-        #expect(await broker.history(of: self.room, after: 1) == .lost(oldest: 3))  // only 3 kept
-        #expect(await broker.history(of: self.room, after: 9) == .lost(oldest: 3))  // from before a restart
+        #expect(await broker.history(of: self.room, after: 5, limit: 100) == .messages([]))
+        #expect(await broker.history(of: self.room, after: 1, limit: 100) == .lost(oldest: 3))  // only 3 kept
+        #expect(await broker.history(of: self.room, after: 9, limit: 100) == .lost(oldest: 3))  // from before a restart
     }
 
-    @Test func oldMessagesAreLost() async throws {
-        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 10, age: .milliseconds(50)))
+    @Test func oldMessagesAreLostEvenInARoomNobodyRejoins() async throws {
+        let clock = TestClock()
+        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 10, age: .seconds(60)), now: clock.now)
+        let member = RoomMember(connection: .random(), userId: "u")
+        _ = try await broker.join(self.room, member: member, listing: 1)
         broker.publish(ServerFrames.message(self.room, message: "old", sender: "u", timestamp: 0))
-        try await Task.sleep(for: .milliseconds(80))
-        #expect(await broker.history(of: self.room, after: 0) == .lost(oldest: 2))
+        clock.advance(by: .seconds(61))
+        broker.pruneHistory()  // what `run()` does every second
+        #expect(broker.historyBytes == 0)
+        #expect(await broker.history(of: self.room, after: 0, limit: 100) == .lost(oldest: 2))
+        // Once the room is empty and its history gone, it is forgotten, counter included.
+        await broker.leave(self.room, member: member)
+        #expect(await broker.lastOffset(of: self.room) == 0)
     }
+
+    /// One client filling many rooms cannot grow memory past `totalBytes`: the oldest messages go first, whatever
+    /// room they are in, and an empty room's history is forgotten.
+    @Test func historyOfAllRoomsIsBoundedInBytes() async {
+        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 100, age: .seconds(60), totalBytes: 100_000))
+        let payload = JSONValue.string(String(repeating: "x", count: 1000))
+        for index in 0..<300 {
+            for _ in 0..<10 { broker.publish(ServerFrames.message(RoomID("room\(index)")!, message: payload, sender: "u", timestamp: 0)) }
+        }
+        #expect(broker.historyBytes <= 100_000)
+        #expect(broker.historyBytes > 90_000)
+        #expect(await broker.history(of: RoomID("room0")!, after: 0, limit: 100) == .messages([]))  // forgotten
+        guard case .messages(let kept) = await broker.history(of: RoomID("room299")!, after: 0, limit: 100) else {
+            Issue.record("the newest room keeps its messages")
+            return
+        }
+        #expect(kept.map(\.offset) == Array(1...10))
+    }
+
+    @Test func historyIsReadInPages() async {
+        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 100, age: .seconds(60)))
+        for n in 1...25 { broker.publish(ServerFrames.message(self.room, message: .number(String(n)), sender: "u", timestamp: 0)) }
+        var after: Int64 = 0
+        var pages: [[Int64]] = []
+        while case .messages(let page) = await broker.history(of: self.room, after: after, limit: 10), let last = page.last {
+            pages.append(page.map(\.offset))
+            after = last.offset
+        }
+        #expect(pages == [Array(1...10), Array(11...20), Array(21...25)])
+        #expect(await broker.history(of: self.room, after: .max, limit: 10) == .lost(oldest: 1))
+    }
+}
+
+/// A clock tests move by hand.
+final class TestClock: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    var now: @Sendable () -> ContinuousClock.Instant { { self.instant.withLock { $0 } } }
+    func advance(by duration: Duration) { self.instant.withLock { $0 += duration } }
 }

@@ -4,6 +4,19 @@ import Testing
 @testable import SwitchboardGateway
 
 @Suite struct ConfigurationTests {
+    /// Sizes and durations are multiplied by their unit: an absurd one is refused, never an overflow trap.
+    @Test func absurdSizesAndDurationsAreRefusedNotTrapped() {
+        for flags in [
+            ["--rooms-history-age", "9999999999999999h"], ["--rooms-history-age", "9223372036854775807"],
+            ["--rooms-history-age", "400d"], ["--limits-max-message-bytes", "9999999999999999GiB"],
+            ["--throttle-connect-rate", "1e400"], ["--throttle-message-rate", "inf"],
+        ] {
+            #expect(throws: ConfigurationError.self) { try ConfigurationLoader.load(yaml: nil, environment: [:], arguments: flags) }
+        }
+        let year = try? ConfigurationLoader.load(yaml: nil, environment: [:], arguments: ["--rooms-history-age", "8760h"])
+        #expect(year?.history.age == .seconds(365 * 24 * 3600))
+    }
+
     @Test func defaultsServeTheSeedProtocolOnPort8080() throws {
         let configuration = try ConfigurationLoader.load(yaml: nil, environment: [:], arguments: [])
         #expect(configuration.port == 8080)

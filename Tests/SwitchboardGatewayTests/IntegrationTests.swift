@@ -87,6 +87,15 @@ import Testing
         #expect(context.context == ["userId": "u"])
     }
 
+    /// A statusCode becomes an HTTP status line: a negative or huge one used to trap converting it to `UInt`.
+    @Test func statusCodesOutsideHTTPAreAHandlerFailure() {
+        for code in ["-1", "0", "99", "600", "9223372036854775807", "1e3", "200.5"] {
+            #expect(throws: IntegrationError.self) {
+                try IntegrationReply(httpStatus: 200, bytes: Array(#"{"statusCode":\#(code)}"#.utf8))
+            }
+        }
+    }
+
     @Test func plainHTTPRepliesCountAsTheirStatus() throws {
         let plain = try IntegrationReply(httpStatus: 403, bytes: Array("no".utf8))
         #expect(plain.statusCode == 403 && plain.body == Array("no".utf8))

@@ -165,7 +165,7 @@ def test_a_killed_node_is_swept_by_a_survivor(cluster, redis):
             assert sorted(e["requestContext"]["disconnectStatusCode"] for e in events) == [1006, 1006]
             with pytest.raises(Exception):
                 backend.next("$disconnect", timeout=2)  # exactly once, though two survivors could sweep
-            assert redis.cli("HLEN", "switchboard:node:node1:conns") == "0"
+            assert redis.cli("HLEN", "switchboard:node-conns:node1") == "0"
             assert [m["userId"] for m in api(a, "GET", "/@rooms/r/members")[1]["items"]] == ["watcher"]
             for ws in victims:
                 ws.close()

@@ -13,6 +13,9 @@ public enum ConnectionCommand: Sendable, Hashable {
     case join(RoomID)
     /// Leave a room as if the client had sent `leaveRoom`.
     case leave(RoomID)
+    /// Close it with 1012 (try again) without telling its rooms or running `$disconnect`: the cluster already did
+    /// both when it swept this node, which was cut off from Redis for longer than the registry TTL.
+    case forgotten
 }
 
 /// A connection's membership in a room.
@@ -37,21 +40,39 @@ public struct RoomRoster: Sendable, Hashable {
     }
 }
 
-/// What a rejoining client missed.
+/// What a rejoining client missed, one page at a time.
 public enum RoomHistory: Sendable, Hashable {
-    case messages([OutboundFrame])
-    /// Messages after the requested offset were dropped (by the length or age bound); `oldest` is the first kept.
+    /// The kept messages after the requested offset, oldest first, at most the page's limit: a full page means
+    /// there may be more after its last offset.
+    case messages([HistoryEntry])
+    /// Messages after the requested offset were dropped (by the length, age or byte bound); `oldest` is the first kept.
     case lost(oldest: Int64)
 }
 
-/// How much history a room keeps.
+/// One kept room message and its offset.
+public struct HistoryEntry: Sendable, Hashable {
+    public var offset: Int64
+    public var frame: OutboundFrame
+
+    public init(offset: Int64, frame: OutboundFrame) {
+        self.offset = offset
+        self.frame = frame
+    }
+}
+
+/// How much history rooms keep.
 public struct HistoryLimits: Sendable, Hashable {
+    /// Messages per room.
     public var messages: Int
     public var age: Duration
+    /// Payload bytes kept over all rooms of a node (single-node broker): past it the oldest messages go first,
+    /// whichever room they are in, so no number of rooms can grow memory without bound.
+    public var totalBytes: Int
 
-    public init(messages: Int = 100, age: Duration = .seconds(300)) {
+    public init(messages: Int = 100, age: Duration = .seconds(300), totalBytes: Int = 256 << 20) {
         self.messages = messages
         self.age = age
+        self.totalBytes = totalBytes
     }
 }
 
@@ -96,8 +117,9 @@ public protocol Broker: Sendable {
     /// Appends a message to its room's history under the room's next offset, then sends it to the room. Offsets of
     /// one room increase by one per message across all nodes.
     func publish(_ message: RoomMessage)
-    /// The room's messages after `offset`, oldest first, or `.lost` when some of them are no longer kept.
-    func history(of room: RoomID, after offset: Int64) async -> RoomHistory
+    /// At most `limit` of the room's messages after `offset`, oldest first, or `.lost` when some of them are no
+    /// longer kept. Paged, so a rejoin reads history as fast as its client takes it, never all of it at once.
+    func history(of room: RoomID, after offset: Int64, limit: Int) async -> RoomHistory
     /// The room's last assigned offset (0 before its first message).
     func lastOffset(of room: RoomID) async -> Int64
     /// Runs a command on a connection wherever it is.
@@ -108,6 +130,8 @@ public protocol Broker: Sendable {
     func run() async
     /// Whether the broker reaches its shared state; a single node always does.
     var isConnected: Bool { get }
+    /// Rooms with at least one member on this node, kept as a count: O(1), for metrics and stats.
+    var localRoomCount: Int { get }
     /// Registered connections ordered by id, starting after `cursor`.
     func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection>
     /// Rooms with their member counts, ordered by id, starting after `cursor`.

@@ -11,21 +11,41 @@ public final class InMemoryBroker: Broker {
         var roomsOfConnection: [ConnectionID: Set<RoomID>] = [:]
         var rooms: [RoomID: [ConnectionID: String]] = [:]
         var histories: [RoomID: History] = [:]
+        /// Every kept message of every room, oldest first: age and the byte budget both expire from the front, so
+        /// pruning costs O(messages dropped), never O(rooms).
+        var kept = FIFO<(room: RoomID, offset: Int64, at: ContinuousClock.Instant, bytes: Int)>()
+        var keptBytes = 0
     }
 
-    /// A room's recent messages: a ring bounded by count and age, and the last offset ever assigned.
+    /// A room's recent messages and the last offset ever assigned. A room whose history is empty and which has no
+    /// members is forgotten, its counter with it: a client rejoining later with an old offset is told `historyLost`.
     private struct History {
         var last: Int64 = 0
-        var entries: [(offset: Int64, at: ContinuousClock.Instant, frame: OutboundFrame)] = []
+        var entries = FIFO<HistoryEntry>()
     }
 
     private let local: any LocalDelivery
     private let limits: HistoryLimits
+    private let now: @Sendable () -> ContinuousClock.Instant
     private let state = Mutex(State())
 
-    public init(delivering local: any LocalDelivery, history limits: HistoryLimits = HistoryLimits()) {
+    /// - Parameter now: the clock history ages by (tests pass their own).
+    public init(
+        delivering local: any LocalDelivery,
+        history limits: HistoryLimits = HistoryLimits(),
+        now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
+    ) {
         self.local = local
         self.limits = limits
+        self.now = now
+    }
+
+    /// Drops expired history every second, so a room nobody rejoins does not keep its messages past their age.
+    public func run() async {
+        while !Task.isCancelled {
+            self.pruneHistory()
+            try? await Task.sleep(for: .seconds(1))
+        }
     }
 
     public func register(_ connection: ConnectionInfo) async throws {
@@ -44,14 +64,17 @@ public final class InMemoryBroker: Broker {
             state.rooms[room, default: [:]][member.connection] = member.userId
             state.roomsOfConnection[member.connection, default: []].insert(room)
             let members = state.rooms[room]!
-            return RoomRoster(userIds: Array(members.values.prefix(limit)), count: members.count)
+            return RoomRoster(userIds: Array(members.values.prefix(max(limit, 0))), count: members.count)
         }
     }
 
     public func leave(_ room: RoomID, member: RoomMember) async {
         self.state.withLock { state in
             state.rooms[room]?.removeValue(forKey: member.connection)
-            if state.rooms[room]?.isEmpty == true { state.rooms.removeValue(forKey: room) }
+            if state.rooms[room]?.isEmpty == true {
+                state.rooms.removeValue(forKey: room)
+                if state.histories[room]?.entries.isEmpty == true { state.histories.removeValue(forKey: room) }
+            }
             state.roomsOfConnection[member.connection]?.remove(room)
         }
     }
@@ -61,32 +84,61 @@ public final class InMemoryBroker: Broker {
     }
 
     public func publish(_ message: RoomMessage) {
+        let now = self.now()
         // Assigned and delivered under the lock, so every member sees a room's messages in offset order.
         self.state.withLock { state in
-            var history = state.histories[message.room] ?? History()
-            history.last += 1
+            var history = state.histories.removeValue(forKey: message.room) ?? History()
+            history.last += 1  // one per message: cannot reach Int64.max
             let frame = message.frame(offset: history.last)
-            if self.limits.messages > 0 {
-                history.entries.append((history.last, .now, frame))
-                if history.entries.count > self.limits.messages { history.entries.removeFirst(history.entries.count - self.limits.messages) }
+            if self.limits.messages > 0, frame.bytes.count <= self.limits.totalBytes {
+                history.entries.append(HistoryEntry(offset: history.last, frame: frame))
+                state.kept.append((message.room, history.last, now, frame.bytes.count))
+                state.keptBytes += frame.bytes.count
+                if history.entries.count > self.limits.messages { history.entries.removeFirst() }
             }
             state.histories[message.room] = history
+            self.prune(&state, now: now)
             self.local.deliver(frame, to: .room(message.room))
         }
     }
 
-    public func history(of room: RoomID, after offset: Int64) async -> RoomHistory {
-        self.state.withLock { state in
-            var history = state.histories[room] ?? History()
-            let cutoff = ContinuousClock.now - self.limits.age
-            history.entries.removeAll { $0.at < cutoff }
-            state.histories[room] = history
+    func pruneHistory() {
+        let now = self.now()
+        self.state.withLock { self.prune(&$0, now: now) }
+    }
+
+    /// Forgets, oldest first, what is past its age, over the byte budget, or already pushed out of its room's
+    /// ring by the count bound.
+    private func prune(_ state: inout State, now: ContinuousClock.Instant) {
+        let cutoff = now - self.limits.age
+        while let oldest = state.kept.first, oldest.at < cutoff || state.keptBytes > self.limits.totalBytes {
+            state.kept.removeFirst()
+            state.keptBytes -= oldest.bytes
+            guard var history = state.histories[oldest.room] else { continue }
+            if history.entries.first?.offset == oldest.offset { history.entries.removeFirst() }
+            if history.entries.isEmpty, state.rooms[oldest.room] == nil {
+                state.histories.removeValue(forKey: oldest.room)
+            } else {
+                state.histories[oldest.room] = history
+            }
+        }
+    }
+
+    /// Message bytes kept for rejoining clients, over all rooms.
+    public var historyBytes: Int { self.state.withLock { $0.keptBytes } }
+
+    public func history(of room: RoomID, after offset: Int64, limit: Int) async -> RoomHistory {
+        let now = self.now()
+        return self.state.withLock { state in
+            self.prune(&state, now: now)
+            let history = state.histories[room] ?? History()
             let oldest = history.entries.first?.offset ?? history.last + 1
             // An offset past the last one is from before a restart: this node cannot know what came after it.
             guard offset <= history.last else { return .lost(oldest: oldest) }
             guard offset < history.last else { return .messages([]) }
             guard offset + 1 >= oldest else { return .lost(oldest: oldest) }
-            return .messages(history.entries.filter { $0.offset > offset }.map(\.frame))
+            // Offsets in the ring are consecutive: the page starts at a known index.
+            return .messages(Array(history.entries.suffix(from: Int(offset + 1 - oldest)).prefix(max(limit, 1))))
         }
     }
 
@@ -132,8 +184,7 @@ public final class InMemoryBroker: Broker {
         }
     }
 
-    /// Rooms with at least one member, for health and stats.
-    public var roomCount: Int { self.state.withLock { $0.rooms.count } }
+    public var localRoomCount: Int { self.state.withLock { $0.rooms.count } }
 
     private static func sorted(_ rooms: Set<RoomID>?) -> [RoomID] {
         (rooms ?? []).sorted { $0.rawValue < $1.rawValue }

@@ -14,6 +14,8 @@ public enum CloseCode {
     public static let policyViolation: UInt16 = 1008
     public static let messageTooBig: UInt16 = 1009
     public static let internalError: UInt16 = 1011
+    /// The server is restarting or lost the connection's state: reconnect (RFC 6455 registry).
+    public static let serviceRestart: UInt16 = 1012
     public static let tryAgainLater: UInt16 = 1013
 
     /// Whether a peer may send `code` in a close frame (RFC 6455 §7.4.1–2): 1000–1003, 1007–1014, 3000–4999.

@@ -208,6 +208,13 @@ public enum ConfigurationSchema {
             parse: { try Parse.duration($0) }
         ),
         .scalar(
+            "rooms.history_bytes",
+            \.history.totalBytes,
+            default: "256MiB",
+            "Message bytes all rooms of a node keep together (in memory, one node); past it the oldest go first.",
+            parse: { try Parse.bytes($0, in: 0...(64 << 30)) }
+        ),
+        .scalar(
             "drain.delay",
             \.drainDelay,
             default: "0s",
@@ -499,7 +506,7 @@ public enum ConfigurationSchema {
             default: "0 (off)",
             "New connections per second on this node (token bucket); over it: 429.",
             parse: { text in
-                guard let value = Double(text), value >= 0 else { throw Parse.fail("'\(text)' is not a rate") }
+                guard let value = Double(text), value >= 0, value <= 1e9 else { throw Parse.fail("'\(text)' is not a rate (0...1e9)") }
                 return value
             }
         ),
@@ -509,7 +516,7 @@ public enum ConfigurationSchema {
             default: "0 (off)",
             "Messages per second on this node; over it: a Too Many Requests error frame.",
             parse: { text in
-                guard let value = Double(text), value >= 0 else { throw Parse.fail("'\(text)' is not a rate") }
+                guard let value = Double(text), value >= 0, value <= 1e9 else { throw Parse.fail("'\(text)' is not a rate (0...1e9)") }
                 return value
             }
         ),
@@ -519,7 +526,7 @@ public enum ConfigurationSchema {
             default: "0 (off)",
             "Messages per second per connection; over it: error frames, then 1008.",
             parse: { text in
-                guard let value = Double(text), value >= 0 else { throw Parse.fail("'\(text)' is not a rate") }
+                guard let value = Double(text), value >= 0, value <= 1e9 else { throw Parse.fail("'\(text)' is not a rate (0...1e9)") }
                 return value
             }
         ),

@@ -26,16 +26,24 @@ enum Parse {
         return value
     }
 
-    /// `250ms`, `25s`, `5m`, `1h`, or a bare number of seconds.
+    /// The longest duration any setting takes: a year. Durations are turned into milliseconds and added to clocks,
+    /// so an absurd value is refused here rather than overflowing there.
+    static let maximumDuration: Duration = .seconds(365 * 24 * 3600)
+
+    /// `250ms`, `25s`, `5m`, `1h`, or a bare number of seconds; at most a year.
     static func duration(_ text: String) throws(ConfigurationError) -> Duration {
         let trimmed = text.trimmingWhitespace()
         let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
-        for (suffix, milliseconds) in units where trimmed.hasSuffix(suffix) {
+        var milliseconds: (partialValue: Int64, overflow: Bool)?
+        for (suffix, unit) in units where trimmed.hasSuffix(suffix) {
             if suffix == "s", trimmed.hasSuffix("ms") { continue }
-            if let number = Int64(trimmed.dropLast(suffix.count)), number >= 0 { return .milliseconds(number * milliseconds) }
+            if let number = Int64(trimmed.dropLast(suffix.count)), number >= 0 { milliseconds = number.multipliedReportingOverflow(by: unit) }
         }
-        if let seconds = Int64(trimmed), seconds >= 0 { return .seconds(seconds) }
-        throw fail("'\(text)' is not a duration (e.g. 500ms, 25s, 5m)")
+        if milliseconds == nil, let seconds = Int64(trimmed), seconds >= 0 { milliseconds = seconds.multipliedReportingOverflow(by: 1000) }
+        guard let milliseconds else { throw fail("'\(text)' is not a duration (e.g. 500ms, 25s, 5m)") }
+        let duration = Duration.milliseconds(milliseconds.partialValue)
+        guard !milliseconds.overflow, duration <= self.maximumDuration else { throw fail("'\(text)' is longer than a year") }
+        return duration
     }
 
     /// `1024`, `64KiB`, `1MiB`, `1GiB` (also KB/MB/GB as binary multiples).
@@ -44,7 +52,10 @@ enum Parse {
         let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1 << 10), ("MB", 1 << 20), ("GB", 1 << 30)]
         var value: Int?
         for (suffix, multiplier) in units where trimmed.hasSuffix(suffix) {
-            value = Int(trimmed.dropLast(suffix.count).trimmingWhitespace()).map { $0 * multiplier }
+            guard let number = Int(trimmed.dropLast(suffix.count).trimmingWhitespace()) else { continue }
+            let (product, overflow) = number.multipliedReportingOverflow(by: multiplier)
+            guard !overflow else { throw fail("'\(text)' is too large") }
+            value = product
         }
         guard let bytes = value ?? Int(trimmed) else { throw fail("'\(text)' is not a size (e.g. 65536, 64KiB, 1MiB)") }
         guard range.contains(bytes) else { throw fail("\(bytes) bytes is outside \(range.lowerBound)...\(range.upperBound)") }

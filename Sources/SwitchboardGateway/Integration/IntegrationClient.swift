@@ -27,7 +27,11 @@ struct IntegrationReply: Sendable {
             // The Lambda runtime interface emulator's shape for a handler that raised.
             throw IntegrationError(.handlerFailed, object["errorMessage"]?.stringValue ?? "handler error")
         }
-        guard case .number(let text) = object["statusCode"], let status = Int(text) else { return }
+        guard case .number(let text) = object["statusCode"] else { return }
+        // Becomes an HTTP status line (a refused `$connect`): anything else would trap or make a broken response.
+        guard let status = Int(text), (100...599).contains(status) else {
+            throw IntegrationError(.handlerFailed, "statusCode \(text.prefix(24)) is not an HTTP status (100...599)")
+        }
         self.statusCode = status
         switch object["body"] {
         case .string(let body) where object["isBase64Encoded"] == .bool(true):

@@ -98,8 +98,20 @@ final class GatewayMetrics: Sendable {
     func disconnected(code: UInt16) {
         self.registry.makeCounter(
             descriptor: .named("switchboard_disconnects_total", "Closed connections, by close code."),
-            labels: [("code", String(code))]
+            labels: [("code", Self.label(closeCode: code))]
         ).increment()
+    }
+
+    /// A close code as a label: the codes RFC 6455 and IANA define as themselves, the application ranges as
+    /// `3xxx` and `4xxx`, anything else as `other`. Clients choose their close codes, so a label per code would let
+    /// anyone create thousands of series.
+    static func label(closeCode code: UInt16) -> String {
+        switch code {
+        case 1000...1003, 1005...1015: String(code)
+        case 3000...3999: "3xxx"
+        case 4000...4999: "4xxx"
+        default: "other"
+        }
     }
 
     /// A refused upgrade, by reason (`draining`, `bad_request`, `integration`, `unauthorized`, …).

@@ -101,9 +101,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        guard !context.channel.isWritable, self.session.isOpen else { return }
-        // The client stopped reading and its queue passed the bound: it is dropped, not waited on, so memory stays
-        // bounded. Closed on the next loop turn, outside whatever fan-out wrote the last frame.
+        guard !context.channel.isWritable else { return }
+        self.dropSlowConsumer()
+    }
+
+    /// The client stopped reading and its queue passed the bound: it is dropped, not waited on, so memory stays
+    /// bounded. Closed on the next loop turn, outside whatever fan-out wrote the last frame.
+    private func dropSlowConsumer() {
+        guard self.session.isOpen, let context else { return }
         let limit = self.gateway.configuration.outboundQueueBytes
         self.gateway.metrics.slowConsumerCloses.increment()
         _ = self.session.close(code: self.gateway.configuration.slowConsumerCloseCode, reason: "slow consumer: over \(limit) bytes queued")
@@ -123,10 +128,25 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// bytes are flushed early past a quarter of the outbound queue bound, so batching never makes a reader that
     /// keeps up look like a slow consumer.
     func write(_ frames: ByteBuffer, flush: Bool) {
-        guard self.session.isOpen, let wire = self.wire else { return }
-        wire.write(self.wrapOutboundOut(frames), promise: nil)
+        guard self.session.isOpen else { return }
+        if self.held != nil {
+            // A rejoin is replaying history: live frames wait behind it, within the same bound as the socket's queue.
+            self.held!.append(frames)
+            self.heldBytes += frames.readableBytes
+            if self.heldBytes > self.gateway.configuration.outboundQueueBytes { self.dropSlowConsumer() }
+            return
+        }
+        self.writeNow(frames, flush: flush)
+    }
+
+    @discardableResult
+    private func writeNow(_ frames: ByteBuffer, flush: Bool) -> EventLoopFuture<Void>? {
+        guard self.session.isOpen, let wire = self.wire else { return nil }
+        let written = wire.eventLoop.makePromise(of: Void.self)
+        wire.write(self.wrapOutboundOut(frames), promise: written)
         self.unflushedBytes += frames.readableBytes
         if flush || self.unflushedBytes > self.gateway.configuration.outboundQueueBytes / 4 { self.flush() }
+        return written.futureResult
     }
 
     func flush() {
@@ -135,6 +155,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     private var unflushedBytes = 0
+    /// Live frames held while a rejoin's history is replayed, so that the client sees the room in offset order;
+    /// `nil` when no replay runs.
+    private var held: [ByteBuffer]?
+    private var heldBytes = 0
 
     /// A control frame, flushed at once.
     @discardableResult
@@ -251,17 +275,26 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         case .command(.join(let room)): self.join(room, after: nil)
         case .command(.leave(let room)): if self.rooms.contains(room) { self.leave(room) }
         case .command(.close(let code, let reason)): self.close(code: code, reason: reason)
+        case .command(.forgotten): self.perform(.forgotten)
         }
     }
 
     /// A backend's command (management API), in order with the client's own messages; closes act at once.
     func perform(_ command: ConnectionCommand) {
-        if case .close(let code, let reason) = command {
+        switch command {
+        case .close(let code, let reason):
             self.close(code: code, reason: reason)
-        } else {
+        case .forgotten:
+            self.forgotten = true
+            self.close(code: CloseCode.serviceRestart, reason: "lost by the cluster; reconnect")
+        case .join, .leave:
             self.enqueue(.command(command))
         }
     }
+
+    /// Set when the cluster swept this connection while its node was cut off from Redis: its rooms heard
+    /// `userLeft` and its `$disconnect` ran then, so neither happens again when it closes.
+    private var forgotten = false
 
     /// Whether `bytes` more fit in the outbound queue under `limits.outbound_queue_bytes`. A backend's direct send
     /// that would not fit is refused (429) rather than written, so the backend learns to slow down and the
@@ -435,10 +468,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// clients drop what they have already seen.
     private func join(_ room: RoomID, after: Int64?) {
         let (broker, member, limit) = (self.gateway.broker, self.member, self.gateway.configuration.maxMembersListed)
+        let page = self.replayPage
         self.awaitBackend {
             let roster = try await broker.join(room, member: member, listing: limit)
             let offset = await broker.lastOffset(of: room)
-            let missed = if let after { await broker.history(of: room, after: after) } else { RoomHistory.messages([]) }
+            let missed = if let after { await broker.history(of: room, after: after, limit: page) } else { RoomHistory.messages([]) }
             return (roster, offset, missed)
         } then: { result in
             guard !self.disconnected else {
@@ -461,7 +495,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 }
                 self.send(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count, offset: offset))
                 switch missed {
-                case .messages(let frames): for frame in frames { self.send(frame) }
+                case .messages(let entries): self.replay(room, entries, upTo: offset)
                 case .lost(let oldest): self.send(ServerFrames.historyLost(room, lastOffset: after ?? 0, oldestOffset: oldest, timestamp: now))
                 }
             case .failure(let error):
@@ -470,6 +504,73 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.send(ServerFrames.error("Could not join room; try again", timestamp: now))
             }
         }
+    }
+
+    /// History entries read per page: a page holds about one outbound queue's worth of the largest messages, so
+    /// a replay's memory is bounded like any connection's queue.
+    private var replayPage: Int {
+        let configuration = self.gateway.configuration
+        return min(100, max(1, configuration.outboundQueueBytes / max(configuration.maxMessageBytes, 1)))
+    }
+
+    /// Sends a rejoining client what it missed, paced to the client: a page goes out, the next is read once the
+    /// kernel has taken it, so a client that missed more than its outbound bound is not closed as a slow
+    /// consumer. The client's own later messages wait (as behind any registry call), and live room traffic is held
+    /// behind the replay within the outbound bound.
+    private func replay(_ room: RoomID, _ entries: [HistoryEntry], upTo last: Int64) {
+        guard let context, let reached = entries.last?.offset else { return }
+        guard entries.count == self.replayPage, reached < last else {
+            for entry in entries { self.send(entry.frame) }
+            return
+        }
+        self.held = []
+        let (broker, page) = (self.gateway.broker, self.replayPage)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        self.awaitBackend {
+            var (next, after) = (entries, reached)
+            while true {
+                let sent = next
+                try await bound.eventLoop.flatSubmit { bound.value.writeReplayed(sent, on: bound.eventLoop) }.get()
+                guard after < last else { return }
+                switch await broker.history(of: room, after: after, limit: page) {
+                case .messages(let entries):
+                    guard let newest = entries.last?.offset else { return }
+                    (next, after) = (entries, newest)
+                case .lost(let oldest):
+                    let missing = after
+                    try await bound.eventLoop.submit { bound.value.sendHistoryLost(room, after: missing, oldest: oldest) }.get()
+                    return
+                }
+            }
+        } then: { _ in
+            let held = self.held ?? []
+            (self.held, self.heldBytes) = (nil, 0)
+            for frames in held { self.writeNow(frames, flush: false) }
+            self.flush()
+        }
+    }
+
+    /// One page of a replay, bypassing the hold; completes once the kernel has taken all of it.
+    private func writeReplayed(_ entries: [HistoryEntry], on loop: any EventLoop) -> EventLoopFuture<Void> {
+        var last: EventLoopFuture<Void>?
+        if let context {
+            let maxFrame = self.gateway.configuration.maxFrameBytes
+            for entry in entries {
+                let payload = context.channel.allocator.buffer(bytes: entry.frame.bytes)
+                last = self.writeNow(
+                    WireFrame.encode(entry.frame.kind, payload, maxFrame: maxFrame, allocator: context.channel.allocator),
+                    flush: false
+                )
+                self.gateway.metrics.messagesSent.increment()
+                self.gateway.metrics.bytesSent.increment(by: Int64(entry.frame.bytes.count))
+            }
+            self.flush()
+        }
+        return last ?? loop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+    }
+
+    private func sendHistoryLost(_ room: RoomID, after: Int64, oldest: Int64) {
+        self.send(ServerFrames.historyLost(room, lastOffset: after, oldestOffset: oldest, timestamp: self.gateway.wallClock()))
     }
 
     private func leave(_ room: RoomID) {
@@ -494,8 +595,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.awaitingBackend = true
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         context.eventLoop.makeFutureWithTask(operation).assumeIsolated().whenComplete { result in
-            completion(result)
+            // Cleared first: the completion may start the next call (a replay's next page), which holds again.
             self.awaitingBackend = false
+            completion(result)
             // The backlog first: turning reads back on may deliver newer messages at once.
             while !self.awaitingBackend, self.session.isOpen, !self.backlog.isEmpty {
                 self.run(self.backlog.removeFirst())
@@ -523,19 +625,19 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
         )
-        let (gateway, member, rooms, info) = (self.gateway, self.member, self.rooms, self.info)
+        let (gateway, member, rooms, info, forgotten) = (self.gateway, self.member, self.rooms, self.info, self.forgotten)
         // Rooms hear `userLeft` at once, and the connection is gone from the registry (as on API Gateway, where
         // posting to it during `$disconnect` is a GoneException) before its backend, however slow, is told.
         context.eventLoop.makeFutureWithTask {
             for room in rooms {
                 await gateway.broker.leave(room, member: member)
-                if gateway.configuration.presence {
+                if gateway.configuration.presence, !forgotten {
                     let frame = ServerFrames.userLeft(room, userId: member.userId, timestamp: gateway.wallClock())
                     gateway.broker.publish(frame, to: .room(room))
                 }
             }
             await gateway.broker.unregister(member.connection)
-            await Self.deliverDisconnect(info, status: status, gateway: gateway)
+            if !forgotten { await Self.deliverDisconnect(info, status: status, gateway: gateway) }
             gateway.activeConnections.subtract(1, ordering: .relaxed)
         }.whenComplete { _ in }
     }
