@@ -71,8 +71,6 @@ def test_hostile_claims_in_refresh_token_are_refused_without_trapping(secured):
     assert secured.process.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="WebSocketConnectionHandler.claimsSatisfy still splits VerifiedClaims.all on commas; "
-                                      "it must call VerifiedClaims.satisfies (then remove this marker)")
 def test_a_comma_in_a_string_claim_does_not_grant_a_role(secured):
     with connect(f"{secured.url}/ws?token={token(role='user,admin')}") as ws:
         send_json(ws, action="moderate")

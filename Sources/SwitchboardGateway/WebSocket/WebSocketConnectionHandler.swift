@@ -431,11 +431,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         return false
     }
 
-    /// `claim` or `claim:value`.
+    /// `claim` or `claim:value`, matched against the claim's own value (``VerifiedClaims/satisfies(_:)``).
     private func claimsSatisfy(_ requirement: String) -> Bool {
-        let parts = requirement.split(separator: ":", maxSplits: 1).map(String.init)
-        guard let value = self.claims?.all[parts[0]] else { return false }
-        return parts.count == 1 || value.split(separator: ",").contains { $0 == parts[1] }
+        self.claims?.satisfies(requirement) ?? false
     }
 
     /// `{"action":"refreshToken","token":…}`: a fresh token for the same user extends the connection's life.
