@@ -35,6 +35,13 @@ public struct RedisConfiguration: Sendable {
     public var tls: Bool
     public var connectTimeout: TimeAmount = .seconds(5)
     public var commandTimeout: TimeAmount = .seconds(5)
+    /// The most bytes one reply may take on the wire, nested elements included (64 MiB by default). Every length in
+    /// a reply is checked against it as soon as its header arrives, so a broken or hostile server cannot make the
+    /// gateway buffer more than this per connection; a reply past it fails every pending command and closes the
+    /// connection. Raise it only if you read values larger than this (Redis's own `proto-max-bulk-len` is 512 MB).
+    public var maximumReplyBytes = RedisConfiguration.defaultMaximumReplyBytes
+
+    static let defaultMaximumReplyBytes = 64 * 1024 * 1024
 
     public init(url: String) throws(RedisError) {
         let tls = url.hasPrefix("rediss://")
@@ -84,34 +91,37 @@ final class RESPHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private var pending = CircularBuffer<EventLoopPromise<RESPValue>>()
-    private var buffer = ByteBuffer()
+    /// Holds the bytes of the element being read, at most `maximumReplyBytes` of them between reads, and resumes it
+    /// on the next read. `nil` once a bad reply has put the stream out of step: later reads are dropped.
+    private var decoder: NIOSingleStepByteToMessageProcessor<RESPDecoder>?
     private let onPush: (@Sendable (RESPValue) -> Void)?
 
-    init(onPush: (@Sendable (RESPValue) -> Void)?) {
+    /// - Parameter maximumReplyBytes: `RedisConfiguration.maximumReplyBytes`.
+    init(onPush: (@Sendable (RESPValue) -> Void)?, maximumReplyBytes: Int = RedisConfiguration.defaultMaximumReplyBytes) {
         self.onPush = onPush
+        self.decoder = NIOSingleStepByteToMessageProcessor(RESPDecoder(maximumReplyBytes: maximumReplyBytes))
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let (command, reply) = self.unwrapOutboundIn(data)
         var out = context.channel.allocator.buffer(capacity: 64)
-        RESPParser.encode(command, into: &out)
+        RESPEncoder.encode(command, into: &out)
         self.pending.append(reply)
         context.write(self.wrapOutboundOut(out), promise: promise)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = self.unwrapInboundIn(data)
-        self.buffer.writeBuffer(&incoming)
+        guard let decoder = self.decoder else { return }
         do {
-            while let value = try RESPParser.parse(&self.buffer) {
-                if let onPush, Self.isPush(value) {
+            try decoder.process(buffer: self.unwrapInboundIn(data)) { value in
+                if let onPush = self.onPush, Self.isPush(value) {
                     onPush(value)
                 } else if let promise = self.pending.popFirst() {
                     promise.succeed(value)
                 }
             }
-            self.buffer.discardReadBytes()
         } catch {
+            self.decoder = nil
             self.failAll(RedisError(.connection, "\(error)"))
             context.close(promise: nil)
         }
