@@ -2,12 +2,14 @@
 joined by veth pairs whose links can be made lossy or cut (iptables DROP, random or total) and slowed.
 
     root namespace (test clients)
-      sbnfc{i} 10.77.1{i}.1  <-veth->  c0 10.77.1{i}.2   namespace sbnf-node{i} (gateway node i, ports 8080)
-                                       r0 10.77.2{i}.2   <-veth->  n{i} 10.77.2{i}.1   namespace sbnf-redis (:6379)
+      sbnf{s}c{i} 10.77.{s}.{4i+1}  <-veth->  c0 10.77.{s}.{4i+2}   namespace sbnf{s}-node{i} (gateway node i, :8080)
+                                              r0 10.78.{s}.{4i+2}   <-veth->  n{i} 10.78.{s}.{4i+1}
+                                                                              namespace sbnf{s}-redis (:6379)
 
-Clients reach node i at 10.77.1{i}.2; node i reaches Redis only at 10.77.2{i}.1, over its own link. Nothing is
-routed through the root namespace (no ip_forward change). Needs root (CAP_NET_ADMIN), iproute2 and iptables.
-Everything is named with the `sbnf` prefix, so a crashed run's leftovers are found and removed at the next start.
+Clients reach node i at 10.77.{s}.{4i+2}; node i reaches Redis only at 10.78.{s}.{4i+1}, over its own link. Nothing
+is routed through the root namespace (no ip_forward change). Needs root (CAP_NET_ADMIN), iproute2 and iptables.
+`s` is a slot (0-63) held with flock for the network's lifetime, so runs side by side (two people running the suite)
+never share a name or an address; a slot's leftovers from a crashed run are removed when the slot is next taken.
 
 Delay: `tc qdisc ... netem` is used when the kernel has sch_netem (`Network.netem`). Kernels without it (this
 project's Firecracker VMs: "Specified qdisc kind is unknown") get `DelayProxy` instead: a TCP relay inside Redis'
@@ -15,8 +17,10 @@ namespace, on port 6380 of each link address, that holds every chunk Redis sends
 with SIGUSR1/SIGUSR2 while connections stay up), which is what netem on the Redis end of the link does.
 """
 import asyncio
+import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -27,9 +31,9 @@ import urllib.request
 from pathlib import Path
 
 PREFIX = "sbnf"
-REDIS_NS = f"{PREFIX}-redis"
 REDIS_PORT = 6379
 NODE_PORT = 8080
+SLOTS = 64
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 
@@ -39,25 +43,6 @@ def sh(*argv: str, check: bool = True) -> str:
     if check and run.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({run.returncode}): {run.stderr.strip()}")
     return run.stdout
-
-
-def node_ns(i: int) -> str:
-    return f"{PREFIX}-node{i}"
-
-
-def client_address(i: int) -> str:
-    """Where the root namespace reaches node i."""
-    return f"10.77.{10 + i}.2"
-
-
-def root_address(i: int) -> str:
-    """The root namespace's end of node i's client link (node i reaches the root namespace here)."""
-    return f"10.77.{10 + i}.1"
-
-
-def redis_address(i: int) -> str:
-    """Where node i reaches Redis: Redis' end of node i's link."""
-    return f"10.77.{20 + i}.1"
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10, process: subprocess.Popen | None = None) -> None:
@@ -73,12 +58,12 @@ def wait_for_port(host: str, port: int, timeout: float = 10, process: subprocess
     raise RuntimeError(f"nothing listening on {host}:{port}")
 
 
-def cleanup_leftovers() -> None:
-    """Removes what a crashed earlier run left: processes in our namespaces (by PID), the namespaces and root-side
-    veths (deleting a namespace deletes its veths, its qdiscs and its iptables rules)."""
+def cleanup_leftovers(prefix: str) -> None:
+    """Removes what a crashed earlier run of this slot left: processes in its namespaces (by PID), the namespaces and
+    root-side veths (deleting a namespace deletes its veths, its qdiscs and its iptables rules)."""
     for line in sh("ip", "netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
-        if not name.startswith(f"{PREFIX}-"):
+        if not re.fullmatch(rf"{prefix}-(redis|node\d+)", name):
             continue
         for pid in sh("ip", "netns", "pids", name, check=False).split():
             try:
@@ -88,8 +73,21 @@ def cleanup_leftovers() -> None:
         sh("ip", "netns", "del", name, check=False)
     for line in sh("ip", "-o", "link", "show", check=False).splitlines():
         parts = line.split(":")
-        if len(parts) > 1 and parts[1].strip().split("@")[0].startswith(PREFIX):
-            sh("ip", "link", "del", parts[1].strip().split("@")[0], check=False)
+        name = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+        if re.fullmatch(rf"{prefix}c\d+", name):
+            sh("ip", "link", "del", name, check=False)
+
+
+def take_slot():
+    """A slot no live run holds: (number, the open lock file, held until closed)."""
+    for slot in range(SLOTS):
+        lock = open(f"/tmp/{PREFIX}-slot-{slot}.lock", "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return slot, lock
+        except BlockingIOError:
+            lock.close()
+    raise RuntimeError(f"all {SLOTS} network slots are taken")
 
 
 class Network:
@@ -98,32 +96,50 @@ class Network:
     def __init__(self, nodes: int = 2):
         self.nodes = nodes
         self.processes: list[subprocess.Popen] = []
-        cleanup_leftovers()
+        self.slot, self._lock = take_slot()
+        self.prefix = f"{PREFIX}{self.slot}"
+        self.redis_ns = f"{self.prefix}-redis"
+        cleanup_leftovers(self.prefix)
         try:
             self._create()
         except Exception:
             self.close()
             raise
 
+    def node_ns(self, i: int) -> str:
+        return f"{self.prefix}-node{i}"
+
+    def client_address(self, i: int) -> str:
+        """Where the root namespace reaches node i."""
+        return f"10.77.{self.slot}.{4 * i + 2}"
+
+    def root_address(self, i: int) -> str:
+        """The root namespace's end of node i's client link (node i reaches the root namespace here)."""
+        return f"10.77.{self.slot}.{4 * i + 1}"
+
+    def redis_address(self, i: int) -> str:
+        """Where node i reaches Redis: Redis' end of node i's link."""
+        return f"10.78.{self.slot}.{4 * i + 1}"
+
     def _create(self) -> None:
-        sh("ip", "netns", "add", REDIS_NS)
-        sh("ip", "-n", REDIS_NS, "link", "set", "lo", "up")
+        sh("ip", "netns", "add", self.redis_ns)
+        sh("ip", "-n", self.redis_ns, "link", "set", "lo", "up")
         for i in range(self.nodes):
-            ns = node_ns(i)
+            ns, veth = self.node_ns(i), f"{self.prefix}c{i}"
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             # The client link: root namespace <-> node.
-            sh("ip", "link", "add", f"{PREFIX}c{i}", "type", "veth", "peer", "name", "c0", "netns", ns)
-            sh("ip", "addr", "add", f"{root_address(i)}/24", "dev", f"{PREFIX}c{i}")
-            sh("ip", "link", "set", f"{PREFIX}c{i}", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{client_address(i)}/24", "dev", "c0")
+            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "c0", "netns", ns)
+            sh("ip", "addr", "add", f"{self.root_address(i)}/30", "dev", veth)
+            sh("ip", "link", "set", veth, "up")
+            sh("ip", "-n", ns, "addr", "add", f"{self.client_address(i)}/30", "dev", "c0")
             sh("ip", "-n", ns, "link", "set", "c0", "up")
             # The Redis link: node <-> Redis.
-            sh("ip", "-n", ns, "link", "add", "r0", "type", "veth", "peer", "name", f"n{i}", "netns", REDIS_NS)
-            sh("ip", "-n", ns, "addr", "add", f"10.77.{20 + i}.2/24", "dev", "r0")
+            sh("ip", "-n", ns, "link", "add", "r0", "type", "veth", "peer", "name", f"n{i}", "netns", self.redis_ns)
+            sh("ip", "-n", ns, "addr", "add", f"10.78.{self.slot}.{4 * i + 2}/30", "dev", "r0")
             sh("ip", "-n", ns, "link", "set", "r0", "up")
-            sh("ip", "-n", REDIS_NS, "addr", "add", f"{redis_address(i)}/24", "dev", f"n{i}")
-            sh("ip", "-n", REDIS_NS, "link", "set", f"n{i}", "up")
+            sh("ip", "-n", self.redis_ns, "addr", "add", f"{self.redis_address(i)}/30", "dev", f"n{i}")
+            sh("ip", "-n", self.redis_ns, "link", "set", f"n{i}", "up")
 
     def spawn(self, ns: str, argv: list[str], **popen) -> subprocess.Popen:
         """Runs argv inside namespace `ns`. `ip netns exec` execs the command itself, so the Popen's PID is the
@@ -138,7 +154,7 @@ class Network:
         """(namespace, device) of both ends of every node's Redis link."""
         ends = []
         for i in range(self.nodes):
-            ends += [(node_ns(i), "r0"), (REDIS_NS, f"n{i}")]
+            ends += [(self.node_ns(i), "r0"), (self.redis_ns, f"n{i}")]
         return ends
 
     def netem(self, spec: str, links: list[tuple[str, str]] | None = None) -> None:
@@ -166,28 +182,28 @@ class Network:
     def partition(self, i: int) -> None:
         """Cuts node i from Redis: every packet on its Redis link is dropped, both ways (no RST, no ICMP)."""
         for rule in self._drop_rules(None):
-            sh("ip", "netns", "exec", node_ns(i), "iptables", "-w", "-A", *rule)
+            sh("ip", "netns", "exec", self.node_ns(i), "iptables", "-w", "-A", *rule)
 
     def heal(self, i: int) -> None:
         for rule in self._drop_rules(None):
-            sh("ip", "netns", "exec", node_ns(i), "iptables", "-w", "-D", *rule, check=False)
+            sh("ip", "netns", "exec", self.node_ns(i), "iptables", "-w", "-D", *rule, check=False)
 
     def lose(self, probability: float) -> None:
         """Drops each packet on every node's Redis link with this probability, both ways (netem loss, by iptables)."""
         for i in range(self.nodes):
             for rule in self._drop_rules(probability):
-                sh("ip", "netns", "exec", node_ns(i), "iptables", "-w", "-A", *rule)
+                sh("ip", "netns", "exec", self.node_ns(i), "iptables", "-w", "-A", *rule)
 
     def stop_losing(self, probability: float) -> None:
         for i in range(self.nodes):
             for rule in self._drop_rules(probability):
-                sh("ip", "netns", "exec", node_ns(i), "iptables", "-w", "-D", *rule, check=False)
+                sh("ip", "netns", "exec", self.node_ns(i), "iptables", "-w", "-D", *rule, check=False)
 
     def dropped_packets(self) -> int:
         """Packets the DROP rules on the nodes' Redis links have dropped so far (proof that a fault took effect)."""
         total = 0
         for i in range(self.nodes):
-            for line in sh("ip", "netns", "exec", node_ns(i), "iptables", "-w", "-L", "-v", "-n", "-x").splitlines():
+            for line in sh("ip", "netns", "exec", self.node_ns(i), "iptables", "-w", "-L", "-v", "-n", "-x").splitlines():
                 fields = line.split()
                 if len(fields) > 2 and fields[2] == "DROP":
                     total += int(fields[0])
@@ -205,9 +221,10 @@ class Network:
                     pass
                 process.wait(timeout=10)
         for i in range(self.nodes):
-            sh("ip", "netns", "del", node_ns(i), check=False)  # takes its veths (and their root-side peers) along
-        sh("ip", "netns", "del", REDIS_NS, check=False)
-        cleanup_leftovers()
+            sh("ip", "netns", "del", self.node_ns(i), check=False)  # takes its veths (and their root-side peers) along
+        sh("ip", "netns", "del", self.redis_ns, check=False)
+        cleanup_leftovers(self.prefix)
+        self._lock.close()  # the slot is free again
 
 
 class RedisInNamespace:
@@ -215,8 +232,8 @@ class RedisInNamespace:
 
     def __init__(self, net: Network):
         self.net = net
-        binds = [redis_address(i) for i in range(net.nodes)]
-        self.process = net.spawn(REDIS_NS, ["redis-server", "--port", str(REDIS_PORT), "--bind", *binds,
+        binds = [net.redis_address(i) for i in range(net.nodes)]
+        self.process = net.spawn(net.redis_ns, ["redis-server", "--port", str(REDIS_PORT), "--bind", *binds,
                                             "--protected-mode", "no", "--save", "", "--appendonly", "no"],
                                  stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -226,10 +243,10 @@ class RedisInNamespace:
             time.sleep(0.05)
 
     def url(self, node: int) -> str:
-        return f"redis://{redis_address(node)}:{REDIS_PORT}"
+        return f"redis://{self.net.redis_address(node)}:{REDIS_PORT}"
 
     def cli(self, *args: str, check: bool = True) -> str:
-        run = subprocess.run(["ip", "netns", "exec", REDIS_NS, "redis-cli", "-h", redis_address(0), "-p", str(REDIS_PORT), *args],
+        run = subprocess.run(["ip", "netns", "exec", self.net.redis_ns, "redis-cli", "-h", self.net.redis_address(0), "-p", str(REDIS_PORT), *args],
                              capture_output=True, text=True, timeout=10)
         if check and run.returncode != 0:
             raise RuntimeError(f"redis-cli {args}: {run.stderr}")
@@ -243,18 +260,18 @@ class RedisInNamespace:
 
 
 class Node:
-    """A gateway node in namespace sbnf-node{i}, reached from the root namespace at client_address(i):8080."""
+    """A gateway node in namespace sbnf{s}-node{i}, reached from the root namespace at client_address(i):8080."""
 
     def __init__(self, net: Network, i: int, *flags: str, binary: Path):
         self.i = i
-        self.host = client_address(i)
+        self.host = net.client_address(i)
         self.port = NODE_PORT
         ARTIFACTS.mkdir(exist_ok=True)
         test = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0]
-        self.log_path = ARTIFACTS / f"netns-{test + '-' if test else ''}node{i}.log"
+        self.log_path = ARTIFACTS / f"netns-{test + '-' if test else ''}{net.prefix}-node{i}.log"
         self.log = open(self.log_path, "wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-        self.process = net.spawn(node_ns(i), [str(binary), "serve", "--host", self.host, "--port", str(self.port), *flags],
+        self.process = net.spawn(net.node_ns(i), [str(binary), "serve", "--host", self.host, "--port", str(self.port), *flags],
                                  stdout=self.log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_for_port(self.host, self.port, timeout=15, process=self.process)
@@ -310,14 +327,15 @@ class DelayProxy:
     PORT = 6380
 
     def __init__(self, net: Network, delay: float):
-        binds = ",".join(redis_address(i) for i in range(net.nodes))
-        self.process = net.spawn(REDIS_NS, [sys.executable, __file__, "delay-proxy", binds, str(self.PORT), str(REDIS_PORT), str(delay)],
+        binds = ",".join(net.redis_address(i) for i in range(net.nodes))
+        self.net = net
+        self.process = net.spawn(net.redis_ns, [sys.executable, __file__, "delay-proxy", binds, str(self.PORT), str(REDIS_PORT), str(delay)],
                                  stdout=subprocess.PIPE, text=True)
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("delay proxy did not start")
 
     def url(self, node: int) -> str:
-        return f"redis://{redis_address(node)}:{self.PORT}"
+        return f"redis://{self.net.redis_address(node)}:{self.PORT}"
 
     def slow(self) -> None:
         os.kill(self.process.pid, signal.SIGUSR1)

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables"
 class Disconnects:
     """Records the `$disconnect` events the nodes send, on the root namespace's end of each node's client link."""
 
-    def __init__(self, nodes: int):
+    def __init__(self, net: netns.Network, nodes: int):
         self.events: list[dict] = []
         recorder = self
 
@@ -46,7 +46,7 @@ class Disconnects:
             def log_message(self, format, *args):
                 pass
 
-        self.servers = [ThreadingHTTPServer((netns.root_address(i), 0), Handler) for i in range(nodes)]
+        self.servers = [ThreadingHTTPServer((net.root_address(i), 0), Handler) for i in range(nodes)]
         for server in self.servers:
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -209,19 +209,53 @@ def cross_node_flows(sender, receiver, tag, timeout=10.0, attempt=0.5) -> float:
     return float("inf")
 
 
+class HealthWatch:
+    """Polls a node's /health every 100 ms in the background from `start()`: when it first stopped being ok."""
+
+    def __init__(self, node):
+        self.node, self.first_not_ok, self.answer = node, None, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set() and self.first_not_ok is None:
+            answer = health(self.node)
+            if answer[1] != {"status": "ok"}:
+                self.first_not_ok, self.answer = time.monotonic() - self.started, answer
+            self._stop.wait(0.1)
+
+    def stop(self) -> float:
+        """Seconds from start until /health was first not ok; inf if it stayed ok."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        return float("inf") if self.first_not_ok is None else self.first_not_ok
+
+
 class Findings:
     """Collects every failed check of a test so one run reports all the figures; the test fails if any failed."""
 
     def __init__(self):
         self.failures: list[str] = []
+        self.figures: list[str] = []
 
     def check(self, ok: bool, what: str) -> bool:
         if not ok:
             self.failures.append(what)
         return ok
 
+    def note(self, figure: str) -> None:
+        """A measured figure, printed (pytest -rP shows it) and quoted in the failure message."""
+        self.figures.append(figure)
+        print(figure)
+
     def assert_none(self):
-        assert not self.failures, "\n" + "\n".join(f"- {f}" for f in self.failures)
+        assert not self.failures, "\n" + "\n".join(f"- {f}" for f in self.failures) + \
+            ("\nmeasured: " + "; ".join(self.figures) if self.figures else "")
 
 
 # Tests ---------------------------------------------------------------------------------------------------------------
@@ -238,6 +272,7 @@ def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabri
     sent = time.monotonic()
     send_json(alice, action="sendMessage", roomId="r", message="short")
     took = message_latency(amy, "short", sent, timeout=8)
+    found.note(f"same-node latency at the start of a 1.5 s partition {took:.3f} s")
     found.check(took < 1.0, f"same-node message sent as a 1.5 s partition began took {took:.2f} s (bound 1 s)")
     time.sleep(max(0.0, sent + 1.5 - time.monotonic()))
     fabric.net.heal(0)
@@ -257,12 +292,14 @@ def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabri
     # A long partition (6 s): node1 sweeps node0 (TTL 3 s) while node0 and its clients are alive.
     fabric.net.partition(0)
     partitioned_at = time.monotonic()
+    watch = HealthWatch(a).start()
     # Local delivery on the partitioned node, at once and again later (after its Redis calls have started failing).
     for k, at in enumerate((0.0, 2.0, 4.5)):
         time.sleep(max(0.0, partitioned_at + at - time.monotonic()))
         sent = time.monotonic()
         send_json(alice, action="sendMessage", roomId="r", message=f"local-{k}")
         took = message_latency(amy, f"local-{k}", sent, timeout=8)
+        found.note(f"same-node latency {at} s into the 6 s partition {took:.3f} s")
         found.check(took < 1.0, f"same-node message {k} on the partitioned node sent {at} s into the partition took "
                                 f"{took:.2f} s (bound 1 s)")
         if k == 0:
@@ -271,12 +308,12 @@ def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabri
             send_json(bob, action="sendMessage", roomId="r", message="b-local")
             took_b = message_latency(bea, "b-local", sent, timeout=5)
             found.check(took_b < 1.0, f"same-node message on the healthy node took {took_b:.2f} s (bound 1 s)")
-    seen = time_until(lambda: health(a)[1] != {"status": "ok"}, timeout=max(0.5, partitioned_at + 6 - time.monotonic()))
-    degraded_after = time.monotonic() - partitioned_at if seen != float("inf") else float("inf")
-    answer = health(a)
+    time.sleep(max(0.0, partitioned_at + 5.0 - time.monotonic()))
+    degraded_after, first, answer = watch.stop(), watch.answer, health(a)
+    found.note(f"/health first not ok {degraded_after:.2f} s into the partition: {first}; at 5 s: {answer}")
     found.check(degraded_after <= 5.0 and answer[1] == {"status": "degraded", "redis": "unreachable"},
-                f"/health of the partitioned node: not-ok after {degraded_after:.2f} s into the partition (bound 5 s), "
-                f"answer then {answer}")
+                f"/health of the partitioned node: first not ok {degraded_after:.2f} s into the partition (bound 5 s), "
+                f"answer at 5 s {answer}")
     found.check(health(b)[1] == {"status": "ok"}, f"/health of the healthy node during the partition: {health(b)}")
     found.check(all(roundtrip_ok(ws) for ws in (alice, amy, bob, bea)), "a client lost its connection during the partition")
     time.sleep(max(0.0, partitioned_at + 6.0 - time.monotonic()))
@@ -286,6 +323,7 @@ def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabri
     fabric.net.heal(0)
     healed_at = time.monotonic()
     ok_after = time_until(lambda: health(a)[1] == {"status": "ok"}, timeout=10)
+    found.note(f"/health ok {ok_after:.2f} s after the heal")
     found.check(ok_after < 10, f"/health of the healed node not ok within 10 s: {health(a)}")
     # node1 ran the $disconnect of node0's connections and told their rooms they left. Consistent outcomes: node0
     # registers them again (same ids), or closes them with 1012 so their clients reconnect; never alive but unlisted.
@@ -297,6 +335,7 @@ def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabri
                                                f"{ws.close_reason!r} (expected open, or 1012 to reconnect)")
             clients[user] = fabric.client(a, user, "r")
     kept = {u for u, ws in clients.items() if ws is (alice if u == "alice" else amy)}
+    found.note(f"node0 clients after the heal: {sorted(kept)} kept open, {sorted(set(clients) - kept)} closed and reconnected")
     alice, amy = clients["alice"], clients["amy"]
     a_to_b = cross_node_flows(alice, bob, "a2b", timeout=max(1.0, healed_at + 10 - time.monotonic()))
     found.check(a_to_b < 10, "after the heal a message from node0 did not reach node1 within 10 s")
@@ -306,6 +345,7 @@ def test_node_partitioned_from_redis_serves_locally_reports_it_and_rejoins(fabri
                             all(connection_ids(b)[u] == ids[u] for u in kept) and
                             room_members(b, "r") == ["alice", "amy", "bea", "bob"],
                             timeout=max(1.0, healed_at + 10 - time.monotonic()), interval=0.2)
+    found.note(f"registered on node1 {time.monotonic() - healed_at:.2f} s after the heal" if registered != float("inf") else "never registered")
     found.check(registered != float("inf"), f"node0's connections ({sorted(kept)} kept open) not registered on node1 "
                                             f"within 10 s of the heal: listing {listed_users(b)}, room r {room_members(b, 'r')}")
     found.check(all(roundtrip_ok(ws) for ws in (alice, amy, bob, bea)), "a client lost its connection")
@@ -329,6 +369,7 @@ def test_slow_redis_delays_only_cross_node_traffic(fabric):
         cross.append(message_latency(remote, f"m{n}", sent, timeout=5))  # at least `same`: read after `local`
     fabric.proxy.fast()
     figures = f"same-node {[round(s, 3) for s in same]}, cross-node {[round(c, 3) for c in cross]}"
+    found.note(figures)
     found.check(all(c != float("inf") for c in cross), f"a cross-node message was lost: {figures}")
     found.check(statistics.median(cross) >= 0.2, f"cross-node median under the 200 ms Redis delay: {figures}")
     found.check(statistics.median(same) < 0.15, f"same-node median waited on the slow Redis (bound 150 ms): {figures}")
@@ -390,25 +431,41 @@ def test_frozen_redis_degrades_health_but_not_local_service(fabric):
 
     fabric.redis.freeze()
     frozen_at = time.monotonic()
+    watch = HealthWatch(a).start()
+    late = []
     try:
+        # A same-node message at once (amy's receipt timed on a thread), and new handshakes meanwhile (before the
+        # node can know) and once /health says degraded.
         sent = time.monotonic()
         send_json(alice, action="sendMessage", roomId="r", message="while frozen")
-        took = message_latency(amy, "while frozen", sent, timeout=8)
+        took = []
+        receiver = threading.Thread(target=lambda: took.append(message_latency(amy, "while frozen", sent, timeout=8)))
+        receiver.start()
+        for user in ("late", "later"):
+            if user == "later":
+                time_until(lambda: watch.first_not_ok is not None, timeout=max(0.5, frozen_at + 4 - time.monotonic()))
+            started = time.monotonic()
+            try:
+                ws = fabric.client(a, user, open_timeout=10)
+                served = roundtrip_ok(ws, timeout=3)
+                late.append(user)
+            except Exception as error:
+                served = False
+                found.check(False, f"handshake of {user} with Redis frozen failed: {error!r}")
+            handshake = time.monotonic() - started
+            found.note(f"handshake + first pong of {user}, {started - frozen_at:.2f} s after SIGSTOP: {handshake:.3f} s")
+            found.check(served and handshake < 3.0, f"handshake + first pong of {user} with Redis frozen took "
+                                                    f"{handshake:.2f} s (bound 3 s), served={served}")
+        receiver.join()
+        took = took[0]
+        found.note(f"same-node latency with Redis frozen {took:.3f} s")
         found.check(took < 1.0, f"same-node message with Redis frozen took {took:.2f} s (bound 1 s)")
-        degraded = time_until(lambda: health(a)[1] not in ({"status": "ok"},), timeout=max(0.5, frozen_at + 8 - time.monotonic()))
-        degraded_after = time.monotonic() - frozen_at if degraded != float("inf") else float("inf")
-        found.check(degraded_after <= 4.0, f"/health still {health(a)} {degraded_after:.2f} s after Redis froze (bound 4 s)")
+        time_until(lambda: watch.first_not_ok is not None, timeout=max(0.5, frozen_at + 4 - time.monotonic()))
+        degraded_after = watch.stop()
+        found.note(f"/health first not ok {degraded_after:.2f} s after SIGSTOP: {watch.answer}")
+        found.check(degraded_after <= 4.0, f"/health still {health(a)} {time.monotonic() - frozen_at:.2f} s after Redis "
+                                           f"froze (bound 4 s)")
         found.check(health(a)[1] == {"status": "degraded", "redis": "unreachable"}, f"/health with Redis frozen: {health(a)}")
-        started = time.monotonic()
-        try:
-            late = fabric.client(a, "late", open_timeout=10)
-            served = roundtrip_ok(late, timeout=3)
-        except Exception as error:
-            late, served = None, False
-            found.check(False, f"a new handshake with Redis frozen failed: {error!r}")
-        handshake = time.monotonic() - started
-        found.check(served and handshake < 3.0, f"new handshake + first pong with Redis frozen took {handshake:.2f} s "
-                                                f"(bound 3 s), served={served}")
         found.check(roundtrip_ok(bob), "a client of the other node was not served with Redis frozen")
     finally:
         fabric.redis.thaw()
@@ -419,14 +476,14 @@ def test_frozen_redis_degrades_health_but_not_local_service(fabric):
                 "no node0 -> node1 message within 10 s of SIGCONT")
     found.check(cross_node_flows(bob, amy, "thawed-b", timeout=max(1.0, thawed_at + 10 - time.monotonic())) < 10,
                 "no node1 -> node0 message within 10 s of SIGCONT")
-    expected = sorted(["alice", "amy", "bob"] + (["late"] if late else []))
+    expected = sorted(["alice", "amy", "bob"] + late)
     listed = time_until(lambda: listed_users(b) == expected, timeout=max(1.0, thawed_at + 10 - time.monotonic()), interval=0.2)
     found.check(listed != float("inf"), f"listing on node1 10 s after SIGCONT: {listed_users(b)} (expected {expected})")
     found.assert_none()
 
 
 def test_node_killed_while_partitioned_is_swept_once(fabric):
-    recorder = Disconnects(2)
+    recorder = Disconnects(fabric.net, 2)
     try:
         a, b = fabric.start_nodes(*[("--integrations", f"$disconnect={recorder.url(i)}") for i in range(2)])
         watcher = fabric.client(b, "watcher", "r")
@@ -450,6 +507,7 @@ def test_node_killed_while_partitioned_is_swept_once(fabric):
                 left.append(frame["userId"])
         except TimeoutError:
             pass
+        found.note(f"userLeft for {left} by {time.monotonic() - killed_at:.2f} s after the kill")
         found.check(sorted(left) == ["victim0", "victim1"],
                     f"userLeft within 15 s of the kill: {left} after {time.monotonic() - killed_at:.1f} s")
         disconnects = time_until(lambda: len(recorder.of_route("$disconnect")) >= 2, timeout=max(0.5, deadline - time.monotonic()))
