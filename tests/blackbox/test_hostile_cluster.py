@@ -112,6 +112,16 @@ def test_a_rejoin_that_missed_more_than_the_outbound_bound_is_paced_not_dropped(
             offsets = [recv_until(reader, "message")["offset"] for _ in range(61)]
             assert offsets == list(range(1, 62))
             assert recv_json(reader)["action"] == "pong"
+        # A client gone in the middle of its replay ends it: no hang, no leak, one $disconnect.
+        quitter = connect(f"{server.url}/ws?userId=quitter", max_size=None)
+        send_json(quitter, action="joinRoom", roomId="big", lastOffset=0)
+        recv_until(quitter, "joinedRoom")
+        quitter.socket.shutdown(socket.SHUT_RDWR)
+        quitter.close()
+        eventually(lambda: len(server.disconnects()) == 2, message="the quitter's $disconnect")
+        send_json(writer, action="sendMessage", roomId="big", message="still here")
+        while recv_until(writer, "message")["message"] != "still here":
+            pass
     assert all(code != 1008 for code, _ in server.disconnects())
 
 

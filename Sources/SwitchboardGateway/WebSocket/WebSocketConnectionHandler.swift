@@ -139,14 +139,14 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.writeNow(frames, flush: flush)
     }
 
+    /// - Returns: whether the frames were written (the connection is open).
     @discardableResult
-    private func writeNow(_ frames: ByteBuffer, flush: Bool) -> EventLoopFuture<Void>? {
-        guard self.session.isOpen, let wire = self.wire else { return nil }
-        let written = wire.eventLoop.makePromise(of: Void.self)
-        wire.write(self.wrapOutboundOut(frames), promise: written)
+    private func writeNow(_ frames: ByteBuffer, flush: Bool, promise: EventLoopPromise<Void>? = nil) -> Bool {
+        guard self.session.isOpen, let wire = self.wire else { return false }
+        wire.write(self.wrapOutboundOut(frames), promise: promise)
         self.unflushedBytes += frames.readableBytes
         if flush || self.unflushedBytes > self.gateway.configuration.outboundQueueBytes / 4 { self.flush() }
-        return written.futureResult
+        return true
     }
 
     func flush() {
@@ -504,11 +504,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         }
     }
 
-    /// History entries read per page: a page holds about one outbound queue's worth of the largest messages, so
-    /// a replay's memory is bounded like any connection's queue.
+    /// History entries read per page: a page holds about one outbound queue's worth of the largest messages (at
+    /// most 16 MiB, well inside a Redis reply's bound), so a replay's memory is bounded like any connection's queue.
     private var replayPage: Int {
         let configuration = self.gateway.configuration
-        return min(100, max(1, configuration.outboundQueueBytes / max(configuration.maxMessageBytes, 1)))
+        return min(100, max(1, min(configuration.outboundQueueBytes, 16 << 20) / max(configuration.maxMessageBytes, 1)))
     }
 
     /// Sends a rejoining client what it missed, paced to the client: a page goes out, the next is read once the
@@ -550,21 +550,24 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     /// One page of a replay, bypassing the hold; completes once the kernel has taken all of it.
     private func writeReplayed(_ entries: [HistoryEntry], on loop: any EventLoop) -> EventLoopFuture<Void> {
-        var last: EventLoopFuture<Void>?
-        if let context {
-            let maxFrame = self.gateway.configuration.maxFrameBytes
-            for entry in entries {
-                let payload = context.channel.allocator.buffer(bytes: entry.frame.bytes)
-                last = self.writeNow(
-                    WireFrame.encode(entry.frame.kind, payload, maxFrame: maxFrame, allocator: context.channel.allocator),
-                    flush: false
-                )
-                self.gateway.metrics.messagesSent.increment()
-                self.gateway.metrics.bytesSent.increment(by: Int64(entry.frame.bytes.count))
-            }
-            self.flush()
+        let written = loop.makePromise(of: Void.self)
+        guard let context, self.session.isOpen, !entries.isEmpty else {
+            written.fail(ChannelError.ioOnClosedChannel)
+            return written.futureResult
         }
-        return last ?? loop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+        let maxFrame = self.gateway.configuration.maxFrameBytes
+        for (index, entry) in entries.enumerated() {
+            let payload = context.channel.allocator.buffer(bytes: entry.frame.bytes)
+            let frames = WireFrame.encode(entry.frame.kind, payload, maxFrame: maxFrame, allocator: context.channel.allocator)
+            guard self.writeNow(frames, flush: false, promise: index == entries.count - 1 ? written : nil) else {
+                written.fail(ChannelError.ioOnClosedChannel)
+                break
+            }
+            self.gateway.metrics.messagesSent.increment()
+            self.gateway.metrics.bytesSent.increment(by: Int64(entry.frame.bytes.count))
+        }
+        self.flush()
+        return written.futureResult
     }
 
     private func sendHistoryLost(_ room: RoomID, after: Int64, oldest: Int64) {
