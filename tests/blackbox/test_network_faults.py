@@ -69,7 +69,11 @@ class Fabric:
 
     def __init__(self):
         self.net = netns.Network(2)
-        self.redis = netns.RedisInNamespace(self.net)
+        try:
+            self.redis = netns.RedisInNamespace(self.net)
+        except Exception:
+            self.net.close()
+            raise
         self.nodes: list[netns.Node] = []
         self.clients = []
         self.proxy: netns.DelayProxy | None = None
