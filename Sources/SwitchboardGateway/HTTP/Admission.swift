@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -12,8 +13,11 @@ enum Admission {
     /// Any segment starting with `@` belongs to the management API.
     static let reservedPrefixes = ["/health", "/metrics", "/dashboard", "/client", "/demo"]
 
+    /// Whether a decoded path (``RequestTarget/path``) takes WebSocket upgrades: not reserved, and no segment that
+    /// starts with `@`. Callers pass the decoded path so that `/%40broadcast` is refused here as `/@broadcast` is.
     static func isWebSocketPath(_ path: String) -> Bool {
-        !self.reservedPrefixes.contains { path == $0 || path.hasPrefix($0 + "/") } && !path.contains("/@")
+        !self.reservedPrefixes.contains { path == $0 || path.hasPrefix($0 + "/") }
+            && !path.split(separator: "/").contains { $0.hasPrefix("@") }
     }
 
     /// A handshake that passed the synchronous checks, with what the asynchronous ones need.
@@ -35,8 +39,11 @@ enum Admission {
             .failure(GatewayResponseError(.message(status, message), reason: reason))
         }
         let configuration = gateway.configuration
+        if let problem = self.handshakeProblem(head) { return refuse(.badRequest, "Invalid WebSocket handshake: \(problem)", "bad_request") }
         if gateway.isDraining { return refuse(.serviceUnavailable, "Server is draining; reconnect to another node", "draining") }
-        let (path, query) = self.split(head.uri)
+        let target = RequestTarget(head.uri)
+        if let problem = target.problem { return refuse(.badRequest, problem, "bad_request") }
+        let (path, query) = (target.path, target.query)
         guard self.isWebSocketPath(path) else { return refuse(.notFound, "Not Found", "not_found") }
         if let origin = head.headers.first(name: "origin"), !OriginPolicy.allows(origin, configuration.allowedOrigins) {
             return refuse(.forbidden, "Origin \(origin) is not allowed", "origin")
@@ -50,18 +57,17 @@ enum Admission {
             if let problem = Name.problem(with: requested, field: "userId") { return refuse(.badRequest, problem, "bad_request") }
             userId = requested
         }
-        var token = query["token"]
-        if token == nil, let authorization = head.headers.first(name: "authorization"), authorization.hasPrefix("Bearer ") {
-            token = String(authorization.dropFirst("Bearer ".count))
+        let token: String?
+        switch self.token(head) {
+        case .success(let found): token = found
+        case .failure(let problem): return refuse(.badRequest, problem.message, "bad_request")
         }
         var subprotocol: String?
         let protocols = head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
-        if token == nil, let jwt = protocols.first(where: OriginPolicy.looksLikeJWT) {
-            token = jwt
+        if let jwt = protocols.first(where: OriginPolicy.looksLikeJWT) {
             subprotocol = protocols.first { !OriginPolicy.looksLikeJWT($0) } ?? jwt
         }
-        let segments = path.split(separator: "/")
-        let stage = segments.first.map(String.init).flatMap { $0 == "ws" ? nil : $0 }
+        let stage = target.segments.first.flatMap { $0.isEmpty || $0 == "ws" ? nil : $0 }
         let info = ConnectionInfo(
             id: .random(),
             userId: userId,
@@ -78,6 +84,44 @@ enum Admission {
             return refuse(.tooManyRequests, "Too many connections on this node (at most \(limit))", "max_connections")
         }
         return .success(Candidate(info: info, token: token, subprotocol: subprotocol))
+    }
+
+    /// What RFC 6455 4.2.1 asks of an opening handshake and NIO's upgrader does not check: HTTP/1.1 or later, `GET`,
+    /// a `Host`, `Upgrade` among the `Connection` tokens, one `Sec-WebSocket-Key` that is base64 of exactly 16 bytes,
+    /// and no body (a body would be read while `$connect` runs, for nothing).
+    static func handshakeProblem(_ head: HTTPRequestHead) -> String? {
+        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else { return "needs HTTP/1.1" }
+        guard head.method == .GET else { return "the method must be GET, not \(head.method.rawValue)" }
+        guard head.headers["host"].count == 1 else { return "needs exactly one Host header" }
+        guard head.headers[canonicalForm: "connection"].contains(where: { $0.lowercased() == "upgrade" }) else {
+            return "needs Connection: Upgrade"
+        }
+        let keys = head.headers["sec-websocket-key"]
+        guard keys.count == 1, let key = keys.first, key.utf8.count == 24, Data(base64Encoded: key)?.count == 16 else {
+            return "Sec-WebSocket-Key must be the base64 of 16 bytes"
+        }
+        guard case .none = RequestBody.declared(by: head) else { return "a handshake has no body" }
+        return nil
+    }
+
+    /// A refusal of where a token came from.
+    struct TokenProblem: Error {
+        let message: String
+    }
+
+    /// The JWT of a handshake. It may come from any one of three places: the `token` query parameter, an
+    /// `Authorization: Bearer` header, or a JWT-shaped `Sec-WebSocket-Protocol` entry (browsers cannot set headers).
+    /// When several places (or several values in one place) carry tokens, they must be the same token: a proxy or
+    /// client that adds its own would otherwise decide silently which one counts, so differing values are refused.
+    static func token(_ head: HTTPRequestHead) -> Result<String?, TokenProblem> {
+        var found = self.queryPairs(head.uri).filter { $0.name == "token" }.map(\.value)
+        found += head.headers["authorization"].filter { $0.hasPrefix("Bearer ") }.map { String($0.dropFirst("Bearer ".count)) }
+        found += head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init).filter(OriginPolicy.looksLikeJWT)
+        guard let first = found.first else { return .success(nil) }
+        guard found.allSatisfy({ $0 == first }) else {
+            return .failure(TokenProblem(message: "Token given in more than one place with different values"))
+        }
+        return .success(first)
     }
 
     /// The checks that need I/O: the token's signature and claims, the per-user limit, then the `$connect` route.
@@ -208,6 +252,61 @@ enum Admission {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
         default: nil
         }
+    }
+}
+
+/// A request target parsed once: its path percent-decoded once, segment by segment, and its query. Management routing,
+/// the WebSocket path check and the stage all read these, so `/%40stats` is `/@stats` everywhere: a path cannot be a
+/// management call to one reader and a WebSocket stage to another.
+struct RequestTarget: Sendable {
+    /// The decoded segments after the leading `/` (`/prod/ws` is `["prod", "ws"]`; `/` is `[""]`).
+    let segments: [String]
+    /// The decoded path, `/` joined.
+    let path: String
+    /// The decoded query; the first value of each name wins.
+    let query: [String: String]
+    /// Why the path is refused: an encoded `/` (no id or name contains one, and it would split a segment
+    /// differently for different readers).
+    let problem: String?
+
+    init(_ uri: String) {
+        let raw = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        self.segments = raw.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map {
+            Admission.percentDecode($0, plusIsSpace: false)
+        }
+        self.path = "/" + self.segments.joined(separator: "/")
+        self.query = Admission.split(uri).query
+        self.problem = self.segments.contains { $0.contains("/") } ? "Encoded / (%2F) is not allowed in a path" : nil
+    }
+
+    /// The segments after an optional stage, when the path is a management path (`/@…` or `/{stage}/@…`).
+    var managementSegments: [String]? {
+        var segments = self.segments
+        if segments.count >= 2, !segments[0].hasPrefix("@"), segments[1].hasPrefix("@") { segments.removeFirst() }
+        guard let first = segments.first, first.hasPrefix("@") else { return nil }
+        return segments
+    }
+}
+
+/// How a request says it has a body, read from its head before any of the body arrives.
+enum RequestBody: Equatable {
+    case none
+    /// `Content-Length`, checked: digits only, every copy equal, no overflow.
+    case length(Int)
+    /// `Transfer-Encoding` (chunked): the size is known only as it arrives.
+    case chunked
+    /// A `Content-Length` that is not one non-negative number.
+    case invalid
+
+    static func declared(by head: HTTPRequestHead) -> RequestBody {
+        if !head.headers["transfer-encoding"].isEmpty { return .chunked }
+        let lengths = head.headers["content-length"]
+        guard let first = lengths.first else { return .none }
+        // `Int(_:)` returns nil on overflow instead of trapping; the digit check refuses `+5` and `-0`.
+        guard lengths.allSatisfy({ $0 == first }), first.utf8.allSatisfy({ (48...57).contains($0) }), let length = Int(first) else {
+            return .invalid
+        }
+        return length == 0 ? .none : .length(length)
     }
 }
 

@@ -33,6 +33,33 @@ struct GatewayResponse: Sendable {
     }
 }
 
+/// The bytes of request bodies being read before their sender is known, across the node. A SigV4 signature covers
+/// the body, so such a body must be read before it can be checked; without a bound, many sockets each sending most of
+/// a large body could pin memory. Each ``HTTPHandler`` owns what its current request reserved and gives it back once.
+final class BodyBudget: Sendable {
+    let limit: Int
+    private let used = Atomic<Int>(0)
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    var inUse: Int { self.used.load(ordering: .relaxed) }
+
+    /// Takes `bytes` (one read's worth, far below `Int.max`) when they fit, nothing otherwise.
+    func reserve(_ bytes: Int) -> Bool {
+        guard self.used.add(bytes, ordering: .relaxed).newValue <= self.limit else {
+            self.used.subtract(bytes, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func release(_ bytes: Int) {
+        self.used.subtract(bytes, ordering: .relaxed)
+    }
+}
+
 /// Per-connection state shared by the WebSocket upgrader and ``HTTPHandler`` before the upgrade.
 final class UpgradeState {
     /// Why `$connect` refused the upgrade; the HTTP handler answers with it.
@@ -57,7 +84,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let management: ManagementAPI?
     private var request: HTTPRequestHead?
     private var body: [UInt8] = []
-    private var bodyTooLarge = false
+    /// Whether the current body counts against the management API's ``BodyBudget``.
+    private var budgeted = false
+    /// What the current body holds of that budget; only ``releaseBody()`` gives it back, and zeroes it.
+    private var reserved = 0
+    /// The request was answered at its head and the connection is closing: nothing more is read into memory.
+    private var refused = false
     /// The dashboard's event stream, while one is open on this connection.
     private var eventStream: RepeatedTask?
 
@@ -73,6 +105,20 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.upgrade.requestTimer?.cancel()
+        self.releaseBody()
+    }
+
+    /// A malformed request ends the connection (NIO's error handler has already answered 400): the decoder reads
+    /// nothing after a parse error, so an open socket would only wait for the request timer. Other errors (a refused
+    /// upgrade) are answered by this handler as usual.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError { context.close(promise: nil) }
+    }
+
+    private func releaseBody() {
+        if self.reserved > 0 { self.management?.bodyBudget.release(self.reserved) }
+        self.reserved = 0
+        self.body = []
     }
 
     private func armRequestTimer(context: ChannelHandlerContext) {
@@ -84,53 +130,119 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Bodies are refused at the head except on management routes that take one (and there only within the message
+    /// limit, and after the checks the head allows), so no other request makes the node hold bytes it will not use.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.refused else { return }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.request = head
-            self.body = []
-            self.bodyTooLarge = false
+            self.releaseBody()
+            self.budgeted = false
+            if let refusal = self.admitHead(head, context: context) { self.refuse(refusal, context: context) }
         case .body(let chunk):
-            // Bodies matter to the management API only, and never beyond the message limit: the rest is dropped
-            // and the request answered 413.
-            if self.body.count + chunk.readableBytes <= self.gateway.configuration.maxMessageBytes {
-                self.body.append(contentsOf: chunk.readableBytesView)
-            } else {
-                self.bodyTooLarge = true
+            guard self.request != nil else { return }
+            let bytes = chunk.readableBytes
+            let limit = self.gateway.configuration.maxMessageBytes
+            guard bytes <= limit - self.body.count else {
+                self.refuse(ManagementError.payloadTooLarge(limit: limit).response, context: context)
+                return
             }
+            if self.budgeted, let budget = self.management?.bodyBudget {
+                guard budget.reserve(bytes) else {
+                    self.gateway.metrics.throttled("request_bodies")
+                    self.refuse(.message(.serviceUnavailable, "Too many request bodies in flight; retry later"), context: context)
+                    return
+                }
+                self.reserved += bytes
+            }
+            self.body.append(contentsOf: chunk.readableBytesView)
         case .end:
             guard let head = self.request else { return }
             self.request = nil
             self.upgrade.requestTimer?.cancel()
-            let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty && !self.bodyTooLarge
-            let path = Admission.split(head.uri).path
-            if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(path) {
-                self.serveTelemetry(path, head: head, context: context)
+            let body = self.body
+            self.releaseBody()
+            let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty
+            let target = RequestTarget(head.uri)
+            if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(target.path) {
+                self.serveTelemetry(target.path, head: head, context: context)
                 return
             }
-            if let management = self.management, self.upgrade.rejection == nil, ManagementAPI.route(head.uri) != nil {
-                let request = ManagementRequest(
-                    method: head.method,
-                    uri: head.uri,
-                    headers: head.headers.map { ($0.name, $0.value) },
-                    body: self.body,
-                    bodyTooLarge: self.bodyTooLarge,
-                    remoteAddress: context.channel.remoteAddress
-                )
-                self.body = []
+            if let management = self.management, self.upgrade.rejection == nil, target.managementSegments != nil {
+                let request = self.managementRequest(head, body: body, context: context)
                 context.eventLoop.makeFutureWithTask { await management.handle(request) }.assumeIsolated().whenSuccess { response in
                     self.write(response, keepAlive: keepAlive, context: context)
                 }
                 return
             }
-            self.write(self.respond(to: head), keepAlive: keepAlive, context: context)
+            self.write(self.respond(to: head, path: target.path), keepAlive: keepAlive, context: context)
         }
     }
 
-    /// `/metrics` (open, for scrapers), and the dashboard page and its event stream (behind the management API's auth).
+    /// What can be refused from the head alone (`nil`: read on). A management route says itself what it allows; any
+    /// other request with a body gets 413 (or the upgrade's refusal) before a byte of the body is read.
+    private func admitHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> GatewayResponse? {
+        let target = RequestTarget(head.uri)
+        if let problem = target.problem { return .message(.badRequest, problem) }
+        let body = RequestBody.declared(by: head)
+        if let management = self.management, self.upgrade.rejection == nil, let segments = target.managementSegments {
+            switch management.admitHead(self.managementRequest(head, body: [], context: context), segments: segments, body: body) {
+            case .readBody(let budgeted):
+                self.budgeted = budgeted
+                return nil
+            case .refuse(let error):
+                return error.response
+            }
+        }
+        switch body {
+        case .none:
+            return nil
+        case .invalid:
+            return .message(.badRequest, "Content-Length must be one non-negative number")
+        case .length, .chunked:
+            defer { self.upgrade.rejection = nil }
+            return self.upgrade.rejection ?? .message(.payloadTooLarge, "This endpoint takes no request body")
+        }
+    }
+
+    /// Answers now and closes, dropping whatever of the request is still to come.
+    private func refuse(_ response: GatewayResponse, context: ChannelHandlerContext) {
+        self.refused = true
+        self.request = nil
+        self.releaseBody()
+        self.upgrade.requestTimer?.cancel()
+        self.write(response, keepAlive: false, context: context)
+    }
+
+    private func managementRequest(_ head: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) -> ManagementRequest {
+        ManagementRequest(
+            method: head.method,
+            uri: head.uri,
+            headers: head.headers.map { ($0.name, $0.value) },
+            body: body,
+            bodyTooLarge: false,
+            remoteAddress: context.channel.remoteAddress,
+            localAddress: context.channel.localAddress
+        )
+    }
+
+    /// `/metrics`, the dashboard page and its event stream: part of the management API, so only on the port that
+    /// serves it (404 elsewhere, as on the public port when `management.port` is set) and behind its credentials.
+    /// Per-node internals are not for anonymous callers; Prometheus sends the bearer token (`authorization:`).
     private func serveTelemetry(_ path: String, head: HTTPRequestHead, context: ChannelHandlerContext) {
         let gateway = self.gateway
+        guard let management = self.management else {
+            self.write(.message(.notFound, "Not Found"), keepAlive: head.isKeepAlive, context: context)
+            return
+        }
         if path == "/metrics" {
+            do {
+                try management.authorize(self.managementRequest(head, body: [], context: context))
+            } catch {
+                self.write(error.response, keepAlive: head.isKeepAlive, context: context)
+                return
+            }
             context.eventLoop.makeFutureWithTask { await gateway.prometheusText() }.assumeIsolated().whenSuccess { text in
                 var response = GatewayResponse(.ok, body: Array(text.utf8))
                 response.headers = [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]
@@ -138,15 +250,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             return
         }
-        guard let management = self.management else {
-            self.write(.message(.notFound, "Not Found"), keepAlive: head.isKeepAlive, context: context)
-            return
-        }
         do {
             try management.authorizeDashboard(
                 uri: head.uri,
                 headers: head.headers.map { ($0.name, $0.value) },
-                remoteAddress: context.channel.remoteAddress
+                remoteAddress: context.channel.remoteAddress,
+                localAddress: context.channel.localAddress
             )
         } catch {
             self.write(error.response, keepAlive: head.isKeepAlive, context: context)
@@ -175,6 +284,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.eventStream?.cancel()
+        self.releaseBody()
         self.upgrade.requestTimer?.cancel()
         if let (info, _) = self.upgrade.registered {
             self.upgrade.registered = nil
@@ -190,12 +300,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
-    private func respond(to head: HTTPRequestHead) -> GatewayResponse {
+    /// `path` is the decoded one (``RequestTarget/path``), as every other reader of the path sees it.
+    private func respond(to head: HTTPRequestHead, path: String) -> GatewayResponse {
         if let rejection = self.upgrade.rejection {
             self.upgrade.rejection = nil
             return rejection
         }
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
         switch (head.method, path) {
         case (.GET, "/health"), (.HEAD, "/health"):
             if self.gateway.isDraining { return GatewayResponse(.serviceUnavailable, json: ["status": "draining"]) }

@@ -15,6 +15,8 @@ struct ManagementRequest: Sendable {
     /// The body went past the message limit; the rest was not kept.
     var bodyTooLarge: Bool
     var remoteAddress: SocketAddress?
+    /// The address the request came in on: its port is part of the gateway's own origin.
+    var localAddress: SocketAddress? = nil
 }
 
 /// Backends push through this API: API Gateway's `@connections` (so AWS SDKs work unchanged but for their endpoint)
@@ -22,10 +24,13 @@ struct ManagementRequest: Sendable {
 struct ManagementAPI: Sendable {
     let gateway: GatewayContext
     private let sigV4: SigV4Verifier
+    /// Node-wide: one API serves every port, so bodies read on either count against the same budget.
+    let bodyBudget: BodyBudget
 
     init(gateway: GatewayContext) {
         self.gateway = gateway
         let configuration = gateway.configuration
+        self.bodyBudget = BodyBudget(limit: max(8 << 20, 4 * configuration.maxMessageBytes))
         self.sigV4 = SigV4Verifier(
             keys: configuration.managementAccessKeys,
             maxClockSkewSeconds: configuration.managementMaxClockSkew.components.seconds
@@ -34,13 +39,51 @@ struct ManagementAPI: Sendable {
 
     /// The path's segments after an optional stage, when the path is a management path (`/@…` or `/{stage}/@…`).
     static func route(_ uri: String) -> [String]? {
-        let path = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        var segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map {
-            Admission.percentDecode($0, plusIsSpace: false)
+        RequestTarget(uri).managementSegments
+    }
+
+    /// The routes that read a body: every other management request with one is refused at its head.
+    static func takesBody(_ method: HTTPMethod, _ segments: [String]) -> Bool {
+        guard method == .POST, segments.count == 2 || segments == ["@broadcast"] else { return false }
+        return ["@connections", "@rooms", "@users", "@broadcast"].contains(segments[0])
+    }
+
+    /// What a management request's head allows before any of its body is read.
+    enum HeadDecision {
+        /// Read the body; `budgeted` when its sender is not yet known (SigV4 signs the body), so its bytes count
+        /// against ``bodyBudget`` until it ends.
+        case readBody(budgeted: Bool)
+        /// Answer now and close: the body, if any, is never read.
+        case refuse(ManagementError)
+    }
+
+    /// Everything that can be checked from the head: whether the route takes a body, its declared size, and every
+    /// credential that does not depend on the body (loopback, bearer token). Only a SigV4 request must send its body
+    /// before it is known; those bodies are budgeted.
+    func admitHead(_ request: ManagementRequest, segments: [String], body: RequestBody) -> HeadDecision {
+        let limit = self.gateway.configuration.maxMessageBytes
+        switch body {
+        case .invalid:
+            return .refuse(.badRequest("Content-Length must be one non-negative number"))
+        case .length, .chunked:
+            guard Self.takesBody(request.method, segments) else {
+                return .refuse(
+                    ManagementError(status: .payloadTooLarge, type: "PayloadTooLargeException", message: "This endpoint takes no request body")
+                )
+            }
+            if case .length(let length) = body, length > limit {
+                return .refuse(.payloadTooLarge(limit: limit))
+            }
+        case .none:
+            break
         }
-        if segments.count >= 2, !segments[0].hasPrefix("@"), segments[1].hasPrefix("@") { segments.removeFirst() }
-        guard let first = segments.first, first.hasPrefix("@") else { return nil }
-        return segments
+        if segments == ["@openapi.json"], request.method == .GET { return .readBody(budgeted: false) }
+        do {
+            let pending = try self.authorizeHead(request)
+            return .readBody(budgeted: pending && body != .none)
+        } catch {
+            return .refuse(error)
+        }
     }
 
     func handle(_ request: ManagementRequest) async -> GatewayResponse {
@@ -107,40 +150,107 @@ struct ManagementAPI: Sendable {
 
     // MARK: Auth
 
-    private func authorize(_ request: ManagementRequest) throws(ManagementError) {
-        let configuration = self.gateway.configuration
-        if configuration.managementIsOpen {
-            guard request.remoteAddress.map(Self.isLoopback) ?? false else {
-                throw .forbidden("The management API has no credentials configured and answers loopback clients only")
-            }
-            return
-        }
-        let authorization = request.headers.first { $0.name.lowercased() == "authorization" }?.value ?? ""
-        if let token = configuration.managementBearerToken, authorization.hasPrefix("Bearer ") {
-            guard SigV4Verifier.constantTimeEqual(String(authorization.dropFirst("Bearer ".count)), token) else {
-                throw .forbidden("Invalid bearer token")
-            }
-            return
-        }
-        guard !configuration.managementAccessKeys.isEmpty else { throw .forbidden("Missing Authentication Token") }
+    /// The management API's check, also `/metrics`'s: loopback (from this machine's own origin) when no credentials
+    /// are configured, otherwise the bearer token or a SigV4 signature over the whole request.
+    func authorize(_ request: ManagementRequest) throws(ManagementError) {
+        guard try self.authorizeHead(request) else { return }
         let signed = SigV4Verifier.Request(method: request.method.rawValue, uri: request.uri, headers: request.headers, body: request.body)
         if let problem = self.sigV4.problem(with: signed, nowEpochSeconds: self.gateway.wallClock() / 1000) {
             throw .forbidden(problem)
         }
     }
 
+    /// The checks that need no body. Returns whether a SigV4 signature remains to be verified over the body.
+    private func authorizeHead(_ request: ManagementRequest) throws(ManagementError) -> Bool {
+        let configuration = self.gateway.configuration
+        if configuration.managementIsOpen {
+            try self.authorizeLoopback(request.headers, remoteAddress: request.remoteAddress, localAddress: request.localAddress)
+            return false
+        }
+        let authorization = request.headers.first { $0.name.lowercased() == "authorization" }?.value ?? ""
+        if let token = configuration.managementBearerToken, authorization.hasPrefix("Bearer ") {
+            guard SigV4Verifier.constantTimeEqual(String(authorization.dropFirst("Bearer ".count)), token) else {
+                throw .forbidden("Invalid bearer token")
+            }
+            return false
+        }
+        guard !configuration.managementAccessKeys.isEmpty, authorization.hasPrefix("AWS4-HMAC-SHA256 ") else {
+            throw .forbidden("Missing Authentication Token")
+        }
+        return true
+    }
+
+    /// Without credentials, being on this machine is the only credential, and a browser on this machine carries
+    /// requests for any web page it shows. So a loopback caller is refused when a browser says the request comes from
+    /// another site (`Origin` other than this port's own loopback origin, `Sec-Fetch-Site: cross-site/same-site`),
+    /// and when `Host` is not a loopback name (DNS rebinding: `evil.example` resolving to 127.0.0.1).
+    func authorizeLoopback(
+        _ headers: [(name: String, value: String)],
+        remoteAddress: SocketAddress?,
+        localAddress: SocketAddress?
+    ) throws(ManagementError) {
+        guard remoteAddress.map(Self.isLoopback) ?? false else {
+            throw .forbidden("The management API has no credentials configured and answers loopback clients only")
+        }
+        func values(_ name: String) -> [String] { headers.filter { $0.name.lowercased() == name }.map(\.value) }
+        let hosts = values("host")
+        guard hosts.count == 1, Self.loopbackAuthority(hosts[0]) != nil else {
+            throw .forbidden("Without management credentials, Host must be localhost, 127.0.0.1 or [::1] (with an optional port)")
+        }
+        let site = values("sec-fetch-site").map { $0.lowercased() }
+        guard !site.contains("cross-site"), !site.contains("same-site") else {
+            throw .forbidden("Without management credentials, requests from other sites are refused (Sec-Fetch-Site)")
+        }
+        let scheme = self.gateway.configuration.tlsCertificateFile == nil ? "http" : "https"
+        for origin in values("origin") where !Self.isOwnOrigin(origin, scheme: scheme, port: localAddress?.port) {
+            throw .forbidden("Without management credentials, requests from other origins are refused (Origin \(origin.prefix(100)))")
+        }
+    }
+
+    /// `host[:port]` when the host is a loopback name and the port, if any, a number in 1...65535.
+    static func loopbackAuthority(_ authority: String) -> (host: String, port: Int?)? {
+        let authority = authority.lowercased()
+        for host in ["localhost", "127.0.0.1", "[::1]"] where authority.hasPrefix(host) {
+            let rest = authority.dropFirst(host.count)
+            if rest.isEmpty { return (host, nil) }
+            guard rest.first == ":", rest.count <= 6, rest.dropFirst().utf8.allSatisfy({ (48...57).contains($0) }),
+                let port = Int(rest.dropFirst()), (1...65535).contains(port)
+            else { return nil }
+            return (host, port)
+        }
+        return nil
+    }
+
+    /// `scheme://loopback-name[:port]` with this listener's port (explicit, or the scheme's default).
+    static func isOwnOrigin(_ origin: String, scheme: String, port: Int?) -> Bool {
+        guard origin.lowercased().hasPrefix(scheme + "://"),
+            let (_, given) = self.loopbackAuthority(String(origin.dropFirst(scheme.count + 3)))
+        else { return false }
+        return (given ?? (scheme == "https" ? 443 : 80)) == port
+    }
+
     /// The dashboard's check: the same credentials, with the bearer token also accepted as `?token=`, since a
     /// browser's `EventSource` cannot send headers.
-    func authorizeDashboard(uri: String, headers: [(name: String, value: String)], remoteAddress: SocketAddress?) throws(ManagementError) {
-        var headers = headers
-        if let token = Admission.split(uri).query["token"] { headers.append(("Authorization", "Bearer \(token)")) }
-        guard !self.gateway.configuration.managementIsOpen || remoteAddress.map(Self.isLoopback) == true else {
-            throw .forbidden("The dashboard has no credentials configured and answers loopback clients only")
+    /// The token may come in either place; both with different values is refused, as on `$connect`.
+    func authorizeDashboard(
+        uri: String,
+        headers: [(name: String, value: String)],
+        remoteAddress: SocketAddress?,
+        localAddress: SocketAddress?
+    ) throws(ManagementError) {
+        if self.gateway.configuration.managementIsOpen {
+            try self.authorizeLoopback(headers, remoteAddress: remoteAddress, localAddress: localAddress)
+            return
         }
-        if self.gateway.configuration.managementIsOpen { return }
-        guard let token = self.gateway.configuration.managementBearerToken,
-            let given = headers.last(where: { $0.name.lowercased() == "authorization" })?.value, given.hasPrefix("Bearer "),
-            SigV4Verifier.constantTimeEqual(String(given.dropFirst("Bearer ".count)), token)
+        var given = Admission.queryPairs(uri).filter { $0.name == "token" }.map(\.value)
+        given += headers.filter { $0.name.lowercased() == "authorization" && $0.value.hasPrefix("Bearer ") }.map {
+            String($0.value.dropFirst("Bearer ".count))
+        }
+        guard given.allSatisfy({ $0 == given.first }) else {
+            throw .badRequest("Token given in more than one place with different values")
+        }
+        guard let token = self.gateway.configuration.managementBearerToken, let first = given.first,
+            SigV4Verifier.constantTimeEqual(first, token)
         else { throw .forbidden("The dashboard needs the management bearer token: /dashboard?token=TOKEN") }
     }
 
@@ -238,7 +348,7 @@ struct ManagementAPI: Sendable {
     }
 
     private func stats() async -> JSONValue {
-        let rooms = await self.gateway.broker.rooms(after: nil, limit: Int.max).items.count
+        let rooms = self.gateway.broker.localRoomCount
         return [
             "connections": .number(String(self.gateway.activeConnections.load(ordering: .relaxed))),
             "connectionsAccepted": .number(String(self.gateway.acceptedConnections.load(ordering: .relaxed))),
