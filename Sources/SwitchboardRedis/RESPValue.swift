@@ -177,7 +177,8 @@ struct RESPDecoder: NIOSingleStepByteToMessageDecoder {
         }
         guard self.stack.count < Self.maximumDepth else { throw RESPParseError(reason: "nested deeper than \(Self.maximumDepth)") }
         let view = buffer.readableBytesView
-        let from = view.startIndex + self.scannedLineBytes
+        // `min`: a caller that handed a different buffer must not make the index run past its end.
+        let from = view.startIndex + min(self.scannedLineBytes, view.count)
         let lf = view[from...].firstIndex(of: UInt8(ascii: "\n"))
         self.bytesExamined += (lf ?? view.endIndex) - from
         guard let lf else {
