@@ -13,6 +13,8 @@ let fuzzDependencies: [Target.Dependency] = [
     .product(name: "NIOHTTP1", package: "swift-nio"),
     .product(name: "NIOPosix", package: "swift-nio"),
     .product(name: "NIOWebSocket", package: "swift-nio"),
+    .product(name: "Logging", package: "swift-log"),
+    .product(name: "Prometheus", package: "swift-prometheus"),
 ]
 
 let package = Package(
@@ -21,12 +23,19 @@ let package = Package(
     dependencies: [
         .package(name: "switchboard", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // libFuzzer's driver, called from each target's top-level code (SwiftPM renames an executable's `main`).
         .target(name: "FuzzDriver"),
         .executableTarget(name: "json", dependencies: ["FuzzDriver", .product(name: "SwitchboardCore", package: "switchboard")]),
         .executableTarget(name: "websocket", dependencies: fuzzDependencies),
+        .executableTarget(name: "http", dependencies: fuzzDependencies),
+        .executableTarget(name: "sigv4", dependencies: fuzzDependencies),
+        .executableTarget(name: "jwt", dependencies: fuzzDependencies),
+        // SwitchboardRedis is no product of the root package; it is reached as SwitchboardGateway's dependency.
+        .executableTarget(name: "resp", dependencies: fuzzDependencies),
     ],
     swiftLanguageModes: [.v6]
 )
