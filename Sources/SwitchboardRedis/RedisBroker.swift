@@ -35,6 +35,10 @@ public final class RedisBroker: Broker {
 
     private struct Local {
         var connections: [ConnectionID: ConnectionInfo] = [:]
+        /// Connections whose entry in `node-conns:{node}` this node wrote: only those can have been swept.
+        var registered: Set<ConnectionID> = []
+        /// `unregister` calls waiting for Redis to learn who runs `$disconnect`.
+        var waiting = 0
         var memberships: [ConnectionID: Set<RoomID>] = [:]
         var roomMembers: [RoomID: Int] = [:]
         var userConnections: [String: Int] = [:]
@@ -51,14 +55,41 @@ public final class RedisBroker: Broker {
     /// Publishes waiting for the publisher task, and the signal that wakes it: whatever queued up during one round
     /// trip goes out as the next pipeline.
     private let outbox = Mutex<[Outgoing]>([])
+    /// Set while a publish round trip is past `localDeliveryDeadline` (changed under the outbox's lock).
+    private let late = Atomic<Bool>(false)
     private let wakeup: AsyncStream<Void>.Continuation
     private let wakeups: AsyncStream<Void>
 
     private enum Outgoing: Sendable {
         case publish(channel: String, payload: [UInt8])
         case toConnection(ConnectionID, payload: [UInt8])
-        case roomMessage(RoomMessage)
+        /// `local`: already delivered to this node's members (without an offset), because Redis was late.
+        case roomMessage(RoomMessage, local: Bool)
     }
+
+    /// Whoever removes a connection from `node-conns:{node}` runs its `$disconnect`, so the node and a sweeper
+    /// never both do. The sweeper records what it claimed in `swept:{node}` in the same step.
+    /// A node that heartbeats again (it was cut off, not dead) is not swept any further.
+    private static let sweepClaimScript = """
+        local beat = redis.call('ZSCORE', KEYS[3], ARGV[2])
+        if beat and tonumber(beat) > tonumber(ARGV[3]) then return -1 end
+        if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+        redis.call('SADD', KEYS[2], ARGV[1])
+        redis.call('EXPIRE', KEYS[2], 86400)
+        return 1
+        """
+
+    /// The node's own claim when a connection closes: 1 when it runs `$disconnect` (its entry was there, or is gone
+    /// because Redis lost its data), 0 when a sweeper claimed it first.
+    private static let ownerClaimScript = """
+        if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then return 1 end
+        if redis.call('SREM', KEYS[2], ARGV[1]) == 1 then return 0 end
+        return 1
+        """
+
+    /// At most this many closed connections wait for Redis to say who runs their `$disconnect`; past it they run
+    /// it at once (at least once rather than memory without bound during a long outage).
+    static let maximumWaitingDisconnects = 10_000
 
     /// Assigns a room message its offset, appends it to the room's stream (bounded by length, expiring with age)
     /// and publishes it, atomically, so offsets follow publish order across nodes.
@@ -92,7 +123,6 @@ public final class RedisBroker: Broker {
             configuration: configuration,
             group: group,
             logger: logger,
-            onReconnect: { handler.broker?.resync() },
             handler: { channel, payload in handler.broker?.received(channel: channel, payload: payload) }
         )
         handler.broker = self
@@ -183,10 +213,10 @@ public final class RedisBroker: Broker {
             var appended: [(index: Int, message: RoomMessage)] = []
             for item in batch {
                 switch item {
-                case .roomMessage(let message):
+                case .roomMessage(let message, let local):
                     let room = message.room.rawValue
                     let header = Envelope(origin: self.node, audience: .room(message.room), frame: OutboundFrame(.text, [])).encoded
-                    appended.append((commands.count, message))
+                    if !local { appended.append((commands.count, message)) }
                     commands.append([
                         "EVAL", .string(Self.appendScript), "3", .string(self.key(.roomOffset, room)), .string(self.key(.history, room)),
                         .string(self.channel("room", room)), .bytes(message.prefix), RedisArgument(self.options.history.messages),
@@ -201,19 +231,21 @@ public final class RedisBroker: Broker {
                     commands.append(["PUBLISH", .string(self.channel("node", node)), .bytes(payload)])
                 }
             }
-            do {
-                let replies = try await self.client.pipeline(commands)
-                // Room messages reach this node's members once their offset is known, in offset order.
-                for (index, message) in appended {
-                    self.local.deliver(message.frame(offset: replies[index].int ?? 0), to: .room(message.room))
-                }
-            } catch {
-                self.logger.warning(
-                    "cluster publish failed; delivered locally only",
-                    metadata: ["error": "\(error)", "messages": "\(commands.count)"]
-                )
-                // Without Redis there is no offset to assign: members here still get the message, with offset 0.
-                for (_, message) in appended { self.local.deliver(message.frame(offset: 0), to: .room(message.room)) }
+            // Members here wait for their messages' offsets at most `localDeliveryDeadline`.
+            let pending = Unanswered(appended.map(\.message))
+            let watchdog = Task {
+                try await Task.sleep(for: Self.localDeliveryDeadline)
+                self.deliverLate(pending)
+            }
+            let replies = try? await self.client.pipeline(commands)
+            watchdog.cancel()
+            self.late.store(false, ordering: .relaxed)
+            guard pending.take() != nil else { continue }
+            // Room messages reach this node's members once their offset is known, in offset order; without Redis
+            // there is no offset to assign, and members here still get the message, with offset 0.
+            if replies == nil, !appended.isEmpty { self.logger.warning("cluster publish failed; delivered locally only") }
+            for (index, message) in appended {
+                self.local.deliver(message.frame(offset: replies?[index].int ?? 0), to: .room(message.room))
             }
         }
     }
@@ -223,9 +255,39 @@ public final class RedisBroker: Broker {
     /// answering, the pub/sub connection is dropped too: it subscribes again to everything once Redis is back.
     private func probeLoop() async {
         while !Task.isCancelled {
-            if await !self.client.probe() { self.subscriber.reset() }
+            switch await self.client.probe() {
+            case .answered: break
+            case .recovered: await self.resync()
+            case .unreachable: self.subscriber.reset()
+            }
             try? await Task.sleep(for: .seconds(1))
         }
+    }
+
+    /// How long room messages wait for their offset before this node's members get them without one. Redis that
+    /// stopped answering is found by the probe within two seconds; local delivery must not wait that long.
+    static let localDeliveryDeadline = Duration.milliseconds(500)
+
+    /// A publish round trip passed the deadline: its room messages and those queued behind it go to this node's
+    /// members now (offset 0, in order), and later ones at once until the round trip ends.
+    private func deliverLate(_ pending: Unanswered) {
+        guard let late = pending.take() else { return }
+        self.outbox.withLock { queued in
+            self.late.store(true, ordering: .relaxed)
+            for message in late { self.local.deliver(message.frame(offset: 0), to: .room(message.room)) }
+            for index in queued.indices {
+                guard case .roomMessage(let message, local: false) = queued[index] else { continue }
+                self.local.deliver(message.frame(offset: 0), to: .room(message.room))
+                queued[index] = .roomMessage(message, local: true)
+            }
+        }
+    }
+
+    /// One publish round trip's room messages until either its answer or its deadline takes them, never both.
+    private final class Unanswered: Sendable {
+        private let messages: Mutex<[RoomMessage]?>
+        init(_ messages: [RoomMessage]) { self.messages = Mutex(messages) }
+        func take() -> [RoomMessage]? { self.messages.withLock { $0.take() } }
     }
 
     private func heartbeatLoop() async {
@@ -264,45 +326,64 @@ public final class RedisBroker: Broker {
             guard claim == .simpleString("OK") else { continue }
             let entries = (try? await self.client.send("HGETALL", .string(self.key(.nodeConnections, name))))?.elements ?? []
             self.logger.warning("sweeping a dead node", metadata: ["node": "\(name)", "connections": "\(entries.count / 2)"])
-            var swept: [RedisArgument] = []
             for index in stride(from: 0, to: entries.count - 1, by: 2) {
                 guard let bytes = entries[index + 1].bytes, let info = Self.decode(bytes) else { continue }
+                let claim = try? await self.client.send(
+                    "EVAL",
+                    .string(Self.sweepClaimScript),
+                    "3",
+                    .string(self.key(.nodeConnections, name)),
+                    .string(self.key(.swept, name)),
+                    .string(self.key(.nodes)),
+                    .string(info.id.rawValue),
+                    .string(name),
+                    RedisArgument(cutoff)
+                )
+                if claim?.int == -1 { break }  // it heartbeats again: cut off, not dead
+                guard claim?.int == 1 else { continue }  // its node claimed it first
                 let reply = try? await self.client.send("SMEMBERS", .string(self.key(.connectionRooms, info.id.rawValue)))
                 let rooms = (reply?.elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }
                 await self.forget(info, rooms: rooms, node: name)
                 await self.onSwept.withLock { $0 }?(info, rooms)
-                swept.append(.string(info.id.rawValue))
             }
-            var cleanup: [[RedisArgument]] = [
-                ["DEL", .string(self.key(.nodeConnections, name))], ["ZREM", .string(self.key(.nodes)), .string(name)],
-            ]
-            if !swept.isEmpty {
-                cleanup += [["SADD", .string(self.key(.swept, name))] + swept, ["EXPIRE", .string(self.key(.swept, name)), "86400"]]
-            }
-            _ = try? await self.client.pipeline(cleanup)
+            _ = try? await self.client.send(
+                "EVAL",
+                .string(Self.forgetNodeScript),
+                "1",
+                .string(self.key(.nodes)),
+                .string(name),
+                RedisArgument(cutoff)
+            )
         }
     }
 
-    /// After Redis came back (perhaps empty): register every live local connection and membership again, except
-    /// those a survivor swept while this node was cut off for longer than the TTL: their rooms heard `userLeft` and
-    /// their `$disconnect` ran, so they are closed (1012, reconnect) without either happening twice.
-    func resync() {
+    /// Drops a swept node from `nodes` unless it heartbeat since the sweep began.
+    private static let forgetNodeScript = """
+        local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+        if beat and tonumber(beat) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+        return 0
+        """
+
+    /// After Redis answered again (perhaps restarted empty): a heartbeat first, so that no survivor sweeps this
+    /// node from now on; then the connections a survivor swept meanwhile (this node was cut off for longer than the
+    /// TTL) are closed (1012, reconnect) without their `userLeft` and `$disconnect` running twice; then every other
+    /// live connection and membership is registered again.
+    func resync() async {
+        await self.heartbeat()
         let (connections, memberships) = self.state.withLock { ($0.connections, $0.memberships) }
-        Task {
-            let sweptKey = self.key(.swept, self.node)
-            let swept = Set(((try? await self.client.send("SMEMBERS", .string(sweptKey)))?.elements ?? []).compactMap(\.string))
-            if !swept.isEmpty {
-                for id in connections.keys where swept.contains(id.rawValue) { self.local.perform(.forgotten, on: id) }
-                _ = try? await self.client.send("DEL", .string(sweptKey))
-                self.logger.warning("connections swept while cut off from Redis are closed", metadata: ["connections": "\(swept.count)"])
-            }
-            for info in connections.values where !swept.contains(info.id.rawValue) { try? await self.writeRegistration(info) }
-            for (id, rooms) in memberships where !swept.contains(id.rawValue) {
-                guard let userId = connections[id]?.userId else { continue }
-                for room in rooms { _ = try? await self.writeMembership(room, RoomMember(connection: id, userId: userId)) }
-            }
-            self.logger.info("re-registered after reconnect", metadata: ["connections": "\(connections.count - swept.count)"])
+        let reply = try? await self.client.send("SMEMBERS", .string(self.key(.swept, self.node)))
+        let swept = Set((reply?.elements ?? []).compactMap { $0.string.flatMap(ConnectionID.init) }).intersection(connections.keys)
+        if !swept.isEmpty {
+            // Each leaves the set when it closes (`unregister`'s claim); the rest expire.
+            for id in swept { self.local.perform(.forgotten, on: id) }
+            self.logger.warning("closing connections swept while cut off from Redis", metadata: ["connections": "\(swept.count)"])
         }
+        for info in connections.values where !swept.contains(info.id) { try? await self.writeRegistration(info) }
+        for (id, rooms) in memberships where !swept.contains(id) {
+            guard let userId = connections[id]?.userId else { continue }
+            for room in rooms { _ = try? await self.writeMembership(room, RoomMember(connection: id, userId: userId)) }
+        }
+        self.logger.info("re-registered after Redis came back", metadata: ["connections": "\(connections.count - swept.count)"])
     }
 
     // MARK: Registry
@@ -334,20 +415,47 @@ public final class RedisBroker: Broker {
             ["ZADD", .string(self.key(.connections)), "0", .string(id)],
             ["ZADD", .string(self.key(.nodes)), RedisArgument(Self.now()), .string(self.node)],
         ])
+        self.state.withLock { state in if state.connections[info.id] != nil { state.registered.insert(info.id) } }
     }
 
-    public func unregister(_ connection: ConnectionID) async {
-        let (info, lastOfUser) = self.state.withLock { state -> (ConnectionInfo?, Bool) in
-            guard let info = state.connections.removeValue(forKey: connection) else { return (nil, false) }
+    public func unregister(_ connection: ConnectionID) async -> Bool {
+        let (info, lastOfUser, registered) = self.state.withLock { state -> (ConnectionInfo?, Bool, Bool) in
+            guard let info = state.connections.removeValue(forKey: connection) else { return (nil, false, false) }
             state.memberships.removeValue(forKey: connection)
             state.userConnections[info.userId, default: 1] -= 1
             let last = state.userConnections[info.userId] == 0
             if last { state.userConnections.removeValue(forKey: info.userId) }
-            return (info, last)
+            return (info, last, state.registered.remove(connection) != nil)
         }
-        guard let info else { return }
+        guard let info else { return true }
         if lastOfUser { try? await self.subscriber.unsubscribe(self.channel("user", info.userId)) }
+        let owned = registered ? await self.claim(connection) : true
         await self.forget(info, rooms: [], node: self.node)
+        return owned
+    }
+
+    /// Whether this node runs `$disconnect` for a registered connection that closed: it asks Redis who removes the
+    /// connection from `node-conns:{node}` first, itself or a sweeper, waiting while Redis is unreachable (a
+    /// sweeper may be claiming it meanwhile) unless too many already wait.
+    private func claim(_ connection: ConnectionID) async -> Bool {
+        let keys: [RedisArgument] = ["2", .string(self.key(.nodeConnections, self.node)), .string(self.key(.swept, self.node))]
+        var waiting = false
+        defer { if waiting { self.state.withLock { $0.waiting -= 1 } } }
+        while !Task.isCancelled {
+            if let reply = try? await self.client.send(["EVAL", .string(Self.ownerClaimScript)] + keys + [.string(connection.rawValue)]) {
+                return reply.int != 0
+            }
+            if !waiting {
+                waiting = self.state.withLock { state in
+                    guard state.waiting < Self.maximumWaitingDisconnects else { return false }
+                    state.waiting += 1
+                    return true
+                }
+                guard waiting else { return true }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        return true
     }
 
     /// Removes a connection's registry entries (and, for a swept one, its room memberships).
@@ -433,7 +541,14 @@ public final class RedisBroker: Broker {
     }
 
     public func publish(_ message: RoomMessage) {
-        self.enqueue(.roomMessage(message))
+        // While a publish is past its deadline, members here get new messages at once, after the late ones.
+        let late = self.outbox.withLock { queued in
+            guard self.late.load(ordering: .relaxed) else { return false }
+            self.local.deliver(message.frame(offset: 0), to: .room(message.room))
+            queued.append(.roomMessage(message, local: true))
+            return true
+        }
+        if late { self.wakeup.yield() } else { self.enqueue(.roomMessage(message, local: false)) }
     }
 
     public func history(of room: RoomID, after offset: Int64, limit: Int) async -> RoomHistory {

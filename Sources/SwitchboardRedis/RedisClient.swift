@@ -14,6 +14,8 @@ public final class RedisClient: Sendable {
     private struct State {
         var connection: RedisConnection?
         var reachable = true
+        /// A lost connection was replaced since the last probe: Redis may have restarted, empty.
+        var reconnected = false
     }
 
     private let configuration: RedisConfiguration
@@ -58,24 +60,32 @@ public final class RedisClient: Sendable {
     /// Whether Redis answered the last command or probe.
     public var isConnected: Bool { self.state.withLock { $0.reachable && $0.connection?.isActive == true } }
 
-    /// Connects if needed and sends `PING`, each within a second (AUTH at the usual timeout); marks Redis reachable or not by the outcome.
-    /// - Returns: whether Redis answered.
-    @discardableResult
-    public func probe() async -> Bool {
+    /// What a probe found.
+    public enum Probe: Sendable {
+        case answered
+        /// Answered after a failure or a lost connection: whatever was written while Redis was away, or lost with
+        /// a restarted Redis, must be written again.
+        case recovered
+        case unreachable
+    }
+
+    /// Connects if needed and sends `PING`, each within a second (AUTH at the usual timeout); marks Redis reachable
+    /// or not by the outcome.
+    public func probe() async -> Probe {
         var quick = self.configuration
         quick.connectTimeout = min(quick.connectTimeout, .seconds(1))
         do {
             let connection = try await self.connection(configuration: quick, evenIfUnreachable: true)
             _ = try await connection.send(["PING"], timeout: .seconds(1))
             let recovered = self.state.withLock { state in
-                defer { state.reachable = true }
-                return !state.reachable
+                defer { (state.reachable, state.reconnected) = (true, false) }
+                return !state.reachable || state.reconnected
             }
             if recovered { self.logger.info("Redis reachable again") }
-            return true
+            return recovered ? .recovered : .answered
         } catch {
             self.failed(error, nil)
-            return false
+            return .unreachable
         }
     }
 
@@ -105,6 +115,7 @@ public final class RedisClient: Sendable {
         // left on a connection closed under it.
         let chosen = self.state.withLock { state -> RedisConnection in
             if let existing = state.connection, existing.isActive { return existing }
+            if state.connection != nil { state.reconnected = true }
             state.connection = connection
             return connection
         }

@@ -174,7 +174,9 @@ final class RedisConnection: Sendable {
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: configuration.host))
                         }
-                        try channel.pipeline.syncOperations.addHandler(RESPHandler(onPush: onPush))
+                        try channel.pipeline.syncOperations.addHandler(
+                            RESPHandler(onPush: onPush, maximumReplyBytes: configuration.maximumReplyBytes)
+                        )
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port).get()
@@ -196,10 +198,11 @@ final class RedisConnection: Sendable {
     }
 
     /// Sends one command; several calls pipeline. Error replies throw `.server`.
-    func send(_ command: [RedisArgument]) async throws(RedisError) -> RESPValue {
+    func send(_ command: [RedisArgument], timeout limit: TimeAmount? = nil) async throws(RedisError) -> RESPValue {
         let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
-        let timeout = self.channel.eventLoop.scheduleTask(in: self.timeout) {
-            promise.fail(RedisError(.timeout, "no reply within \(self.timeout)"))
+        let limit = limit ?? self.timeout
+        let timeout = self.channel.eventLoop.scheduleTask(in: limit) {
+            promise.fail(RedisError(.timeout, "no reply within \(limit)"))
         }
         self.channel.writeAndFlush((command, promise)).cascadeFailure(to: promise)
         do {

@@ -107,8 +107,11 @@ public struct Page<Item: Sendable>: Sendable {
 public protocol Broker: Sendable {
     /// Records a connection that has passed `$connect`.
     func register(_ connection: ConnectionInfo) async throws
-    /// Forgets a connection; called once, from its `$disconnect`.
-    func unregister(_ connection: ConnectionID) async
+    /// Forgets a connection; called once, when it closes.
+    /// - Returns: whether this node runs the connection's `$disconnect`: `false` when the cluster already ran it
+    ///   (it swept this node while it was cut off from Redis). So each `$disconnect` runs exactly once.
+    @discardableResult
+    func unregister(_ connection: ConnectionID) async -> Bool
     /// Adds a member to a room and returns the roster including it, listing at most `limit` user ids.
     func join(_ room: RoomID, member: RoomMember, listing limit: Int) async throws -> RoomRoster
     func leave(_ room: RoomID, member: RoomMember) async

@@ -52,11 +52,12 @@ public final class InMemoryBroker: Broker {
         self.state.withLock { $0.connections[connection.id] = connection }
     }
 
-    public func unregister(_ connection: ConnectionID) async {
+    public func unregister(_ connection: ConnectionID) async -> Bool {
         self.state.withLock { state in
             state.connections.removeValue(forKey: connection)
             state.roomsOfConnection.removeValue(forKey: connection)
         }
+        return true
     }
 
     public func join(_ room: RoomID, member: RoomMember, listing limit: Int) async throws -> RoomRoster {

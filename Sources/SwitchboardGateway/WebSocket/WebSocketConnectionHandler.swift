@@ -637,8 +637,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                     gateway.broker.publish(frame, to: .room(room))
                 }
             }
-            await gateway.broker.unregister(member.connection)
-            if !forgotten { await Self.deliverDisconnect(info, status: status, gateway: gateway) }
+            if await gateway.broker.unregister(member.connection), !forgotten {
+                await Self.deliverDisconnect(info, status: status, gateway: gateway)
+            }
             gateway.activeConnections.subtract(1, ordering: .relaxed)
         }.whenComplete { _ in }
     }
