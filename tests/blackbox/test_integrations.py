@@ -166,8 +166,7 @@ def test_failing_backend_gives_api_gateways_error_frame(start_server, backend, f
             "500": lambda e: (500, b"boom"),
             "handler-raised": lambda e: (200, {"errorMessage": "KeyError: 'x'", "errorType": "KeyError"}),
         }[failure]
-    server = start_server("--integrations", f"$default={url}", "--integration-timeout", "500ms",
-                          "--management-bearer-token", "tok-0123456789abcdef")
+    server = start_server("--integrations", f"$default={url}", "--integration-timeout", "500ms")
     with connect(f"{server.url}/ws") as ws:
         ws.send("hello")
         frame = recv_json(ws)
