@@ -228,30 +228,9 @@ enum Admission {
         return (String(uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]), query)
     }
 
-    /// Decodes `%XX` escapes (and `+` as a space in query strings); invalid escapes are dropped.
+    /// Decodes `%XX` escapes (and `+` as a space in query strings); text with an invalid escape is kept as it is.
     static func percentDecode(_ text: some StringProtocol, plusIsSpace: Bool = true) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = text.utf8.makeIterator()
-        while let byte = utf8.next() {
-            switch byte {
-            case UInt8(ascii: "+") where plusIsSpace: bytes.append(UInt8(ascii: " "))
-            case UInt8(ascii: "%"):
-                let high = utf8.next().flatMap(self.hexValue)
-                let low = utf8.next().flatMap(self.hexValue)
-                if let high, let low { bytes.append(high << 4 | low) }
-            default: bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
+        PercentDecoding.bytes(text.utf8, plusIsSpace: plusIsSpace).map { String(decoding: $0, as: UTF8.self) } ?? String(text)
     }
 }
 

@@ -191,29 +191,7 @@ struct SigV4Verifier: Sendable {
 
     /// `%XX` escapes and `+` (a space) decoded to bytes; `nil` at a `%` not followed by two hex digits.
     static func percentDecode(_ text: some Collection<UInt8>) -> [UInt8]? {
-        var bytes: [UInt8] = []
-        var iterator = text.makeIterator()
-        while let byte = iterator.next() {
-            switch byte {
-            case UInt8(ascii: "+"):
-                bytes.append(UInt8(ascii: " "))
-            case UInt8(ascii: "%"):
-                guard let high = iterator.next().flatMap(self.hexValue), let low = iterator.next().flatMap(self.hexValue) else { return nil }
-                bytes.append(high << 4 | low)
-            default:
-                bytes.append(byte)
-            }
-        }
-        return bytes
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
+        PercentDecoding.bytes(text, plusIsSpace: true)
     }
 
     /// RFC 3986 encoding: everything but `A-Z a-z 0-9 - . _ ~` (and `/` when asked) becomes `%XX`.
