@@ -177,6 +177,16 @@ def connection_ids(node) -> dict[str, str]:
     return {item["userId"]: item["connectionId"] for item in listing(node)}
 
 
+def users_left(ws, timeout) -> list[str]:
+    """The user ids of the userLeft frames that arrive until none has for `timeout` seconds."""
+    left = []
+    try:
+        while True:
+            left.append(wait_for(ws, lambda f: f["action"] == "userLeft", timeout=timeout)["userId"])
+    except TimeoutError:
+        return left
+
+
 def health(node, timeout=1.0):
     try:
         return node.http("/health", timeout=timeout)
@@ -526,13 +536,7 @@ def test_node_killed_while_partitioned_is_swept_once(fabric):
         disconnects = time_until(lambda: len(recorder.of_route("$disconnect")) >= 2, timeout=max(0.5, deadline - time.monotonic()))
         found.check(disconnects != float("inf"), f"$disconnect events within 15 s: {len(recorder.of_route('$disconnect'))}")
         time.sleep(2)  # time for a duplicate to show
-        more = []
-        try:
-            while True:
-                frame = wait_for(watcher, lambda f: f["action"] == "userLeft", timeout=0.01)
-                more.append(frame["userId"])
-        except TimeoutError:
-            pass
+        more = users_left(watcher, timeout=0.01)
         found.check(not more, f"duplicate userLeft: {more}")
         events = recorder.of_route("$disconnect")
         found.check(sorted(e["requestContext"]["connectionId"] for e in events) == sorted(victim_ids),
@@ -586,13 +590,7 @@ def test_a_node_cut_off_past_the_ttl_runs_each_disconnect_once(fabric):
         found.check(len(newcomer_ids) == 1, f"$disconnect events for the connection made during the cut: {len(newcomer_ids)}")
         found.check(sorted(set(got) - set(newcomer_ids)) == sorted([ids["stayer"], ids["leaver"]]) and len(got) == 3,
                     f"$disconnect connection ids {got}: expected exactly one each for stayer, leaver and newcomer")
-        left = []
-        try:
-            while True:
-                frame = wait_for(watcher, lambda f: f["action"] == "userLeft", timeout=0.5)
-                left.append(frame["userId"])
-        except TimeoutError:
-            pass
+        left = users_left(watcher, timeout=0.5)
         found.check(sorted(left) == ["leaver", "stayer"], f"userLeft on node1: {left}")
         found.check(listed_users(b) == ["watcher"], f"listing after the heal: {listed_users(b)}")
         found.assert_none()
