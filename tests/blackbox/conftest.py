@@ -125,3 +125,67 @@ def rawws_factory():
     yield make
     for ws in sockets:
         ws.close()
+
+
+# A real redis-server and gateway nodes over it, for the cluster tests.
+
+KEY_ID, SECRET, TOKEN = "AKIDCLUSTER", "cluster-secret", "cluster-token-0123456789"
+
+
+def api(node, method, path, body=None):
+    """A management call with the bearer token; returns (status, JSON or None)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{node.port}{path}", data=body, method=method,
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            payload = response.read()
+            return response.status, json.loads(payload) if payload else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+class Redis:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+def wait_for_port(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+@pytest.fixture
+def redis():
+    server = Redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(start_server, redis):
+    def start(count=2, *extra):
+        return [start_server("--redis-url", redis.url, "--node-id", f"node{i}", "--redis-ttl", "3s",
+                             "--management-access-keys", f"{KEY_ID}={SECRET}", "--management-bearer-token", TOKEN, *extra) for i in range(count)]
+    return start

@@ -12,7 +12,7 @@ import pytest
 from websockets.sync.client import connect
 
 from helpers import eventually, recv_json, recv_until, send_json
-from test_cluster import TOKEN, api, cluster, redis  # noqa: F401 (fixtures)
+from conftest import TOKEN, api
 
 
 def get(node, path, read=None):
