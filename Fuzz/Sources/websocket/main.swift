@@ -47,7 +47,9 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             let action: WebSocketSession.Action
             switch event {
             case .frame(let frame): action = session.receive(frame)
-            case .error(let error): action = session.decodingFailed(error)
+            case .error(let error):
+                action = session.decodingFailed(error)
+                closed = true  // the decoder cannot read past a bad frame; the connection handler closes here too
             }
             check(action, after: event, wasOpen: wasOpen, maxMessageBytes: maxMessageBytes, rejectBinary: rejectBinary)
             switch action {
@@ -104,8 +106,13 @@ final class FrameCollector: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard let error = error as? NIOWebSocketError else { fatalError("unexpected decoder error: \(error)") }
-        self.events.append(.error(error))
+        if let error = error as? NIOWebSocketError {
+            self.events.append(.error(error))
+        } else if case .dataReceivedInErrorState? = error as? ByteToMessageDecoderError {
+            return  // bytes after a decoding error, in the same read: already reported
+        } else {
+            fatalError("unexpected decoder error: \(error)")
+        }
     }
 
     func drain() -> [Event] {
