@@ -28,9 +28,12 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             RequestChecks(gateway: Fixture.gateway),
             HTTPHandler(gateway: Fixture.gateway, upgrade: UpgradeState(), management: nil)
         )
+        // Connected, as a server's accepted channel is: an inactive channel would take no reads.
+        try channel.connect(to: SocketAddress(ipAddress: "203.0.113.7", port: 50_000)).wait()
     } catch {
         fatalError("pipeline setup failed: \(error)")
     }
+    precondition(channel.isActive, "the embedded channel did not connect")
     var start = stream.startIndex
     while start < stream.endIndex, channel.isActive {
         let end = min(start + chunk, stream.endIndex)
@@ -92,14 +95,14 @@ final class RequestChecks: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = self.unwrapInboundIn(data)
         if case .head(let head) = part {
-            self.check(head)
+            self.check(head, context: context)
             self.dropping = head.method == .GET && Admission.split(head.uri).path == "/metrics"
         }
         if !self.dropping { context.fireChannelRead(data) }
         if case .end = part { self.dropping = false }
     }
 
-    private func check(_ head: HTTPRequestHead) {
+    private func check(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
         let (path, query) = Admission.split(head.uri)
         precondition(!path.contains("?"), "split left a '?' in the path of \(head.uri)")
         let pairs = Admission.queryPairs(head.uri)
@@ -112,7 +115,7 @@ final class RequestChecks: ChannelInboundHandler {
             precondition(!isWebSocket, "\(path) is a management path and a WebSocket path")
         }
         _ = ManagementAPI.route(head.uri)
-        switch Admission.evaluate(head, remoteAddress: nil, gateway: self.gateway) {
+        switch Admission.evaluate(head, remoteAddress: context.channel.remoteAddress, gateway: self.gateway) {
         case .success(let candidate):
             precondition(isWebSocket, "admitted a handshake on \(path), which is not a WebSocket path")
             precondition(Name.problem(with: candidate.info.userId, field: "userId") == nil, "admitted a bad userId")
