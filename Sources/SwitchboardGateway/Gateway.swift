@@ -71,6 +71,8 @@ public final class Gateway: Service {
             return InMemoryBroker(delivering: hub, history: configuration.history)
         }
         if let password = configuration.redisPassword { redis.password = password }
+        // A room message travels whole in one reply (pub/sub, a history page): the bound must fit the largest.
+        redis.maximumReplyBytes = max(redis.maximumReplyBytes, 2 * configuration.maxMessageBytes + (1 << 20))
         var options = RedisBroker.Options()
         options.prefix = configuration.redisPrefix
         options.ttl = configuration.redisTTL

@@ -43,7 +43,6 @@ struct Envelope {
                 payload = Array(reason.utf8)
             case .join(let room): (header, payload) = ([self.origin, "C", id.rawValue, "join", room.rawValue], [])
             case .leave(let room): (header, payload) = ([self.origin, "C", id.rawValue, "leave", room.rawValue], [])
-            case .forgotten: (header, payload) = ([self.origin, "C", id.rawValue, "forgotten", ""], [])
             }
         }
         return Array(header.joined(separator: "\t").utf8) + [0x0A] + payload
@@ -83,7 +82,6 @@ struct Envelope {
             case "leave":
                 guard let room = RoomID(fields[4]) else { return nil }
                 self.body = .command(.leave(room), id)
-            case "forgotten": self.body = .command(.forgotten, id)
             default: return nil
             }
         default:

@@ -209,6 +209,12 @@ public final class RedisBroker: Broker {
                 return queued
             }
             guard !batch.isEmpty else { continue }
+            // Members here wait for their messages' offsets at most `localDeliveryDeadline`, lookups included.
+            let pending = Unanswered(batch.compactMap { if case .roomMessage(let message, local: false) = $0 { message } else { nil } })
+            let watchdog = Task {
+                try await Task.sleep(for: Self.localDeliveryDeadline)
+                self.deliverLate(pending)
+            }
             var commands: [[RedisArgument]] = []
             var appended: [(index: Int, message: RoomMessage)] = []
             for item in batch {
@@ -231,16 +237,13 @@ public final class RedisBroker: Broker {
                     commands.append(["PUBLISH", .string(self.channel("node", node)), .bytes(payload)])
                 }
             }
-            // Members here wait for their messages' offsets at most `localDeliveryDeadline`.
-            let pending = Unanswered(appended.map(\.message))
-            let watchdog = Task {
-                try await Task.sleep(for: Self.localDeliveryDeadline)
-                self.deliverLate(pending)
-            }
             let replies = try? await self.client.pipeline(commands)
             watchdog.cancel()
-            self.late.store(false, ordering: .relaxed)
-            guard pending.take() != nil else { continue }
+            let answered = self.outbox.withLock { _ in
+                self.late.store(false, ordering: .relaxed)
+                return pending.take() != nil
+            }
+            guard answered else { continue }
             // Room messages reach this node's members once their offset is known, in offset order; without Redis
             // there is no offset to assign, and members here still get the message, with offset 0.
             if replies == nil, !appended.isEmpty { self.logger.warning("cluster publish failed; delivered locally only") }
@@ -271,8 +274,8 @@ public final class RedisBroker: Broker {
     /// A publish round trip passed the deadline: its room messages and those queued behind it go to this node's
     /// members now (offset 0, in order), and later ones at once until the round trip ends.
     private func deliverLate(_ pending: Unanswered) {
-        guard let late = pending.take() else { return }
         self.outbox.withLock { queued in
+            guard let late = pending.take() else { return }
             self.late.store(true, ordering: .relaxed)
             for message in late { self.local.deliver(message.frame(offset: 0), to: .room(message.room)) }
             for index in queued.indices {
@@ -324,28 +327,34 @@ public final class RedisBroker: Broker {
                 RedisArgument(self.ttlSeconds * 2)
             )
             guard claim == .simpleString("OK") else { continue }
-            let entries = (try? await self.client.send("HGETALL", .string(self.key(.nodeConnections, name))))?.elements ?? []
-            self.logger.warning("sweeping a dead node", metadata: ["node": "\(name)", "connections": "\(entries.count / 2)"])
-            for index in stride(from: 0, to: entries.count - 1, by: 2) {
-                guard let bytes = entries[index + 1].bytes, let info = Self.decode(bytes) else { continue }
-                let claim = try? await self.client.send(
-                    "EVAL",
-                    .string(Self.sweepClaimScript),
-                    "3",
-                    .string(self.key(.nodeConnections, name)),
-                    .string(self.key(.swept, name)),
-                    .string(self.key(.nodes)),
-                    .string(info.id.rawValue),
-                    .string(name),
-                    RedisArgument(cutoff)
-                )
-                if claim?.int == -1 { break }  // it heartbeats again: cut off, not dead
-                guard claim?.int == 1 else { continue }  // its node claimed it first
-                let reply = try? await self.client.send("SMEMBERS", .string(self.key(.connectionRooms, info.id.rawValue)))
-                let rooms = (reply?.elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }
-                await self.forget(info, rooms: rooms, node: name)
-                await self.onSwept.withLock { $0 }?(info, rooms)
-            }
+            self.logger.warning("sweeping a dead node", metadata: ["node": "\(name)"])
+            // Read a page at a time (`HSCAN`): a node's registry can be larger than one reply may be.
+            var cursor = "0"
+            sweeping: repeat {
+                let reply = try? await self.client.send("HSCAN", .string(self.key(.nodeConnections, name)), .string(cursor), "COUNT", "500")
+                guard let parts = reply?.elements, parts.count == 2, let next = parts[0].string, let entries = parts[1].elements else { break }
+                cursor = next
+                for index in stride(from: 0, to: entries.count - 1, by: 2) {
+                    guard let bytes = entries[index + 1].bytes, let info = Self.decode(bytes) else { continue }
+                    let claim = try? await self.client.send(
+                        "EVAL",
+                        .string(Self.sweepClaimScript),
+                        "3",
+                        .string(self.key(.nodeConnections, name)),
+                        .string(self.key(.swept, name)),
+                        .string(self.key(.nodes)),
+                        .string(info.id.rawValue),
+                        .string(name),
+                        RedisArgument(cutoff)
+                    )
+                    if claim?.int == -1 { break sweeping }  // it heartbeats again: cut off, not dead
+                    guard claim?.int == 1 else { continue }  // its node claimed it first
+                    let reply = try? await self.client.send("SMEMBERS", .string(self.key(.connectionRooms, info.id.rawValue)))
+                    let rooms = (reply?.elements ?? []).compactMap { $0.string.flatMap(RoomID.init) }
+                    await self.forget(info, rooms: rooms, node: name)
+                    await self.onSwept.withLock { $0 }?(info, rooms)
+                }
+            } while cursor != "0"
             _ = try? await self.client.send(
                 "EVAL",
                 .string(Self.forgetNodeScript),
@@ -371,11 +380,12 @@ public final class RedisBroker: Broker {
     func resync() async {
         await self.heartbeat()
         let (connections, memberships) = self.state.withLock { ($0.connections, $0.memberships) }
-        let reply = try? await self.client.send("SMEMBERS", .string(self.key(.swept, self.node)))
-        let swept = Set((reply?.elements ?? []).compactMap { $0.string.flatMap(ConnectionID.init) }).intersection(connections.keys)
+        // Unreadable: Redis went away again, and the next recovery starts over.
+        guard let reply = try? await self.client.send("SMEMBERS", .string(self.key(.swept, self.node))) else { return }
+        let swept = Set((reply.elements ?? []).compactMap { $0.string.flatMap(ConnectionID.init) }).intersection(connections.keys)
         if !swept.isEmpty {
             // Each leaves the set when it closes (`unregister`'s claim); the rest expire.
-            for id in swept { self.local.perform(.forgotten, on: id) }
+            for id in swept { self.local.perform(.close(code: CloseCode.serviceRestart, reason: "lost by the cluster; reconnect"), on: id) }
             self.logger.warning("closing connections swept while cut off from Redis", metadata: ["connections": "\(swept.count)"])
         }
         for info in connections.values where !swept.contains(info.id) { try? await self.writeRegistration(info) }
@@ -404,6 +414,8 @@ public final class RedisBroker: Broker {
     }
 
     private func writeRegistration(_ info: ConnectionInfo) async throws {
+        // Marked before the write: if Redis applies it but the answer is lost, `unregister` still claims.
+        guard self.state.withLock({ $0.connections[info.id] != nil ? $0.registered.insert(info.id) : nil }) != nil else { return }
         let id = info.id.rawValue
         var fields: [RedisArgument] = ["HSET", .string(self.key(.connection, id)), "node", .string(self.node)]
         fields += ["info", .bytes(Self.encode(info))]
@@ -415,7 +427,8 @@ public final class RedisBroker: Broker {
             ["ZADD", .string(self.key(.connections)), "0", .string(id)],
             ["ZADD", .string(self.key(.nodes)), RedisArgument(Self.now()), .string(self.node)],
         ])
-        self.state.withLock { state in if state.connections[info.id] != nil { state.registered.insert(info.id) } }
+        // Closed while this was written (a long resync): its `unregister` ran first, so undo what came after it.
+        if self.state.withLock({ $0.connections[info.id] == nil }) { await self.forget(info, rooms: [], node: self.node) }
     }
 
     public func unregister(_ connection: ConnectionID) async -> Bool {
@@ -498,6 +511,13 @@ public final class RedisBroker: Broker {
             ["HLEN", .string(roomKey)],
             ["HRANDFIELD", .string(roomKey), RedisArgument(max(limit, 1)), "WITHVALUES"],
         ])
+        // Left while this was written (a long resync): its `leave` ran first, so undo what came after it.
+        if self.state.withLock({ $0.memberships[member.connection]?.contains(room) != true }) {
+            _ = try? await self.client.pipeline([
+                ["HDEL", .string(roomKey), .string(member.connection.rawValue)],
+                ["SREM", .string(self.key(.connectionRooms, member.connection.rawValue)), .string(room.rawValue)],
+            ])
+        }
         let sample = replies[4].elements ?? []
         let userIds = stride(from: 1, to: sample.count, by: 2).compactMap { sample[$0].string }
         return RoomRoster(userIds: Array(userIds.prefix(limit)), count: Int(replies[3].int ?? 0))
@@ -560,7 +580,7 @@ public final class RedisBroker: Broker {
             commands.append(["XRANGE", .string(self.key(.history, room.rawValue)), .string("\(first)-0"), "+", "COUNT", RedisArgument(limit)])
         }
         guard let replies = try? await self.client.pipeline(commands), let last = replies[0].isNull ? 0 : replies[0].int else {
-            return .lost(oldest: overflow ? offset : first)
+            return .unavailable
         }
         let cutoff = Self.now() - Self.milliseconds(self.options.history.age)
         var kept: [HistoryEntry] = []

@@ -110,6 +110,23 @@ import Testing
         #expect(kept.map(\.offset) == Array(1...10))
     }
 
+    /// A message too large to keep breaks the run of kept offsets: a rejoin across it hears historyLost, and a
+    /// rejoin after it reads what follows (it used to index past the ring and trap).
+    @Test func aMessageTooLargeToKeepIsLostNotSkipped() async {
+        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 100, age: .seconds(60), totalBytes: 2000))
+        let huge = JSONValue.string(String(repeating: "x", count: 3000))
+        for message in ["1", "2", "3", huge, huge, "6"] as [JSONValue] {
+            broker.publish(ServerFrames.message(self.room, message: message, sender: "u", timestamp: 0))
+        }
+        guard case .messages(let after5) = await broker.history(of: self.room, after: 5, limit: 100) else {
+            Issue.record("messages after the gap are kept")
+            return
+        }
+        #expect(after5.map(\.offset) == [6])
+        #expect(await broker.history(of: self.room, after: 3, limit: 100) == .lost(oldest: 6))
+        #expect(await broker.history(of: self.room, after: 1, limit: 100) == .lost(oldest: 6))
+    }
+
     @Test func historyIsReadInPages() async {
         let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 100, age: .seconds(60)))
         for n in 1...25 { broker.publish(ServerFrames.message(self.room, message: .number(String(n)), sender: "u", timestamp: 0)) }

@@ -591,7 +591,9 @@ def test_a_node_cut_off_past_the_ttl_runs_each_disconnect_once(fabric):
         found.check(sorted(set(got) - set(newcomer_ids)) == sorted([ids["stayer"], ids["leaver"]]) and len(got) == 3,
                     f"$disconnect connection ids {got}: expected exactly one each for stayer, leaver and newcomer")
         left = users_left(watcher, timeout=0.5)
-        found.check(sorted(left) == ["leaver", "stayer"], f"userLeft on node1: {left}")
+        # The newcomer's own userLeft may cross late, once Redis answers again; the swept two come from the sweep.
+        found.check(sorted(u for u in left if u != "newcomer") == ["leaver", "stayer"] and left.count("newcomer") <= 1,
+                    f"userLeft on node1: {left}")
         found.check(listed_users(b) == ["watcher"], f"listing after the heal: {listed_users(b)}")
         found.assert_none()
     finally:

@@ -13,9 +13,6 @@ public enum ConnectionCommand: Sendable, Hashable {
     case join(RoomID)
     /// Leave a room as if the client had sent `leaveRoom`.
     case leave(RoomID)
-    /// Close it with 1012 (try again) without telling its rooms or running `$disconnect`: the cluster already did
-    /// both when it swept this node, which was cut off from Redis for longer than the registry TTL.
-    case forgotten
 }
 
 /// A connection's membership in a room.
@@ -47,6 +44,8 @@ public enum RoomHistory: Sendable, Hashable {
     case messages([HistoryEntry])
     /// Messages after the requested offset were dropped (by the length, age or byte bound); `oldest` is the first kept.
     case lost(oldest: Int64)
+    /// The history could not be read now (a cluster without Redis): whether anything was missed is unknown.
+    case unavailable
 }
 
 /// One kept room message and its offset.

@@ -96,6 +96,9 @@ public final class InMemoryBroker: Broker {
                 state.kept.append((message.room, history.last, now, frame.bytes.count))
                 state.keptBytes += frame.bytes.count
                 if history.entries.count > self.limits.messages { history.entries.removeFirst() }
+            } else {
+                // Not kept: what is kept must stay consecutive, so a rejoin across this offset hears historyLost.
+                history.entries = FIFO()
             }
             state.histories[message.room] = history
             self.prune(&state, now: now)
@@ -139,7 +142,9 @@ public final class InMemoryBroker: Broker {
             guard offset < history.last else { return .messages([]) }
             guard offset + 1 >= oldest else { return .lost(oldest: oldest) }
             // Offsets in the ring are consecutive: the page starts at a known index.
-            return .messages(Array(history.entries.suffix(from: Int(offset + 1 - oldest)).prefix(max(limit, 1))))
+            let start = Int(offset + 1 - oldest)
+            guard start < history.entries.count else { return .lost(oldest: oldest) }
+            return .messages(Array(history.entries.suffix(from: start).prefix(max(limit, 1))))
         }
     }
 

@@ -275,33 +275,24 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         case .command(.join(let room)): self.join(room, after: nil)
         case .command(.leave(let room)): if self.rooms.contains(room) { self.leave(room) }
         case .command(.close(let code, let reason)): self.close(code: code, reason: reason)
-        case .command(.forgotten): self.perform(.forgotten)
         }
     }
 
     /// A backend's command (management API), in order with the client's own messages; closes act at once.
     func perform(_ command: ConnectionCommand) {
-        switch command {
-        case .close(let code, let reason):
+        if case .close(let code, let reason) = command {
             self.close(code: code, reason: reason)
-        case .forgotten:
-            self.forgotten = true
-            self.close(code: CloseCode.serviceRestart, reason: "lost by the cluster; reconnect")
-        case .join, .leave:
+        } else {
             self.enqueue(.command(command))
         }
     }
-
-    /// Set when the cluster swept this connection while its node was cut off from Redis: its rooms heard
-    /// `userLeft` and its `$disconnect` ran then, so neither happens again when it closes.
-    private var forgotten = false
 
     /// Whether `bytes` more fit in the outbound queue under `limits.outbound_queue_bytes`. A backend's direct send
     /// that would not fit is refused (429) rather than written, so the backend learns to slow down and the
     /// client is not dropped for it.
     func hasRoom(for bytes: Int) -> Bool {
         guard self.session.isOpen, let channel = self.context?.channel, channel.isWritable else { return false }
-        return self.queuedBytes + bytes <= self.gateway.configuration.outboundQueueBytes
+        return self.queuedBytes + self.heldBytes + bytes <= self.gateway.configuration.outboundQueueBytes
     }
 
     private func route(_ buffer: ByteBuffer, isText: Bool) {
@@ -495,6 +486,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 switch missed {
                 case .messages(let entries): self.replay(room, entries, upTo: offset)
                 case .lost(let oldest): self.send(ServerFrames.historyLost(room, lastOffset: after ?? 0, oldestOffset: oldest, timestamp: now))
+                case .unavailable: self.sendHistoryUnavailable(room, after: after ?? 0)
                 }
             case .failure(let error):
                 self.gateway.metrics.executionErrors.increment()
@@ -538,6 +530,10 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                     let missing = after
                     try await bound.eventLoop.submit { bound.value.sendHistoryLost(room, after: missing, oldest: oldest) }.get()
                     return
+                case .unavailable:
+                    let missing = after
+                    try await bound.eventLoop.submit { bound.value.sendHistoryUnavailable(room, after: missing) }.get()
+                    return
                 }
             }
         } then: { _ in
@@ -567,11 +563,19 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             self.gateway.metrics.bytesSent.increment(by: Int64(entry.frame.bytes.count))
         }
         self.flush()
+        // The kernel taking a page shows the client reads: reads (and so pongs) are off during the replay.
+        written.futureResult.assumeIsolated().whenSuccess { self.liveness.heard(at: .now()) }
         return written.futureResult
     }
 
     private func sendHistoryLost(_ room: RoomID, after: Int64, oldest: Int64) {
         self.send(ServerFrames.historyLost(room, lastOffset: after, oldestOffset: oldest, timestamp: self.gateway.wallClock()))
+    }
+
+    /// The client is in the room, but what it missed after `after` cannot be read now: it may rejoin later.
+    private func sendHistoryUnavailable(_ room: RoomID, after: Int64) {
+        let message = "History of \(room) after offset \(after) is unavailable now; rejoin with that lastOffset later"
+        self.send(ServerFrames.error(message, timestamp: self.gateway.wallClock()))
     }
 
     private func leave(_ room: RoomID) {
@@ -626,21 +630,20 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
         )
-        let (gateway, member, rooms, info, forgotten) = (self.gateway, self.member, self.rooms, self.info, self.forgotten)
-        // Rooms hear `userLeft` at once, and the connection is gone from the registry (as on API Gateway, where
-        // posting to it during `$disconnect` is a GoneException) before its backend, however slow, is told.
+        let (gateway, member, rooms, info) = (self.gateway, self.member, self.rooms, self.info)
+        // The connection is gone from the registry (as on API Gateway, where posting to it during `$disconnect` is a
+        // GoneException) before its rooms hear `userLeft` and its backend, however slow, is told; neither happens
+        // here when the cluster swept it meanwhile (its node was cut off from Redis) and did both already.
         context.eventLoop.makeFutureWithTask {
-            for room in rooms {
-                await gateway.broker.leave(room, member: member)
-                if gateway.configuration.presence, !forgotten {
-                    let frame = ServerFrames.userLeft(room, userId: member.userId, timestamp: gateway.wallClock())
-                    gateway.broker.publish(frame, to: .room(room))
+            defer { gateway.activeConnections.subtract(1, ordering: .relaxed) }
+            for room in rooms { await gateway.broker.leave(room, member: member) }
+            guard await gateway.broker.unregister(member.connection) else { return }
+            if gateway.configuration.presence {
+                for room in rooms {
+                    gateway.broker.publish(ServerFrames.userLeft(room, userId: member.userId, timestamp: gateway.wallClock()), to: .room(room))
                 }
             }
-            if await gateway.broker.unregister(member.connection), !forgotten {
-                await Self.deliverDisconnect(info, status: status, gateway: gateway)
-            }
-            gateway.activeConnections.subtract(1, ordering: .relaxed)
+            await Self.deliverDisconnect(info, status: status, gateway: gateway)
         }.whenComplete { _ in }
     }
 }
