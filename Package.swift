@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardGateway", targets: ["SwitchboardGateway"]),
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
+        // For the fuzz package (Fuzz/), which reads Redis replies with it.
+        .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),

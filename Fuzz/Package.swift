@@ -2,8 +2,8 @@
 import PackageDescription
 
 // Coverage-guided fuzz targets (libFuzzer) for the parsers that read untrusted bytes; see scripts/fuzz.
-// A separate package, so that the main `swift build` never builds them. Built with
-// `-sanitize=fuzzer,address -enable-testing` (internal types are reached with `@testable import`).
+// A separate package, so that the main `swift build` never builds them. Built with `-sanitize=fuzzer` (and
+// AddressSanitizer in release); internal types are reached with `@testable import`.
 let fuzzDependencies: [Target.Dependency] = [
     "FuzzDriver",
     .product(name: "SwitchboardCore", package: "switchboard"),
@@ -34,8 +34,10 @@ let package = Package(
         .executableTarget(name: "http", dependencies: fuzzDependencies),
         .executableTarget(name: "sigv4", dependencies: fuzzDependencies),
         .executableTarget(name: "jwt", dependencies: fuzzDependencies),
-        // SwitchboardRedis is no product of the root package; it is reached as SwitchboardGateway's dependency.
-        .executableTarget(name: "resp", dependencies: fuzzDependencies),
+        .executableTarget(
+            name: "resp",
+            dependencies: ["FuzzDriver", .product(name: "SwitchboardRedis", package: "switchboard"), .product(name: "NIOCore", package: "swift-nio")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
