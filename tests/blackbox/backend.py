@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Backend:
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
         self.events: "queue.Queue[dict]" = queue.Queue()
         self.all_events: list[dict] = []
         # route key -> callable(event) -> (http_status, reply object or bytes); default: 200 {"statusCode": 200}
@@ -34,10 +34,10 @@ class Backend:
             def log_message(self, format, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/2015-03-31/functions/function/invocations"
+        self.url = f"http://{host}:{self.port}/2015-03-31/functions/function/invocations"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

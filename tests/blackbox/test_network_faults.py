@@ -1,18 +1,17 @@
 """Faults on a real network, not loopback: Redis and each of two gateway nodes in their own network namespace, the
 nodes reaching Redis over links that are cut (iptables DROP), slowed, made lossy, or whose Redis is frozen (SIGSTOP).
 The test clients stay in the root namespace (see netns.py for the layout). Needs root and iproute2 + iptables."""
-import json
 import os
 import shutil
 import statistics
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from websockets.sync.client import connect
 
 import netns
+from backend import Backend
 from conftest import BINARY
 from helpers import eventually, recv_json, send_json
 
@@ -23,45 +22,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables"
                                 reason="network namespaces need root, iproute2 and iptables")
 
 
-class Disconnects:
-    """Records the `$disconnect` events the nodes send, on the root namespace's end of each node's client link."""
+def disconnect_backends(net: netns.Network, nodes: int) -> list[Backend]:
+    """A recording backend per node, on the root namespace's end of that node's client link."""
+    return [Backend(host=net.root_address(i)) for i in range(nodes)]
 
-    def __init__(self, net: netns.Network, nodes: int):
-        self.events: list[dict] = []
-        recorder = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                recorder.events.append(event)
-                body = b'{"statusCode": 200}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format, *args):
-                pass
-
-        self.servers = [ThreadingHTTPServer((net.root_address(i), 0), Handler) for i in range(nodes)]
-        for server in self.servers:
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def url(self, node: int) -> str:
-        host, port = self.servers[node].server_address[:2]
-        return f"http://{host}:{port}/2015-03-31/functions/function/invocations"
-
-    def of_route(self, route: str) -> list[dict]:
-        return [e for e in self.events if e["requestContext"]["routeKey"] == route]
-
-    def stop(self):
-        for server in self.servers:
-            server.shutdown()
-            server.server_close()
+def disconnect_events(backends: list[Backend]) -> list[dict]:
+    """The `$disconnect` events the nodes sent, all backends together."""
+    return [e for b in backends for e in b.all_events if e["requestContext"]["routeKey"] == "$disconnect"]
 
 
 class Fabric:
@@ -508,9 +476,9 @@ def test_frozen_redis_degrades_health_but_not_local_service(fabric):
 
 
 def test_node_killed_while_partitioned_is_swept_once(fabric):
-    recorder = Disconnects(fabric.net, 2)
+    backends = disconnect_backends(fabric.net, 2)
     try:
-        a, b = fabric.start_nodes(*[("--integrations", f"$disconnect={recorder.url(i)}") for i in range(2)])
+        a, b = fabric.start_nodes(*[("--integrations", f"$disconnect={backends[i].url}") for i in range(2)])
         watcher = fabric.client(b, "watcher", "r")
         victims = [fabric.client(a, f"victim{i}", "r") for i in range(2)]
         ids = connection_ids(b)
@@ -535,12 +503,12 @@ def test_node_killed_while_partitioned_is_swept_once(fabric):
         found.note(f"userLeft for {left} by {time.monotonic() - killed_at:.2f} s after the kill")
         found.check(sorted(left) == ["victim0", "victim1"],
                     f"userLeft within 15 s of the kill: {left} after {time.monotonic() - killed_at:.1f} s")
-        disconnects = time_until(lambda: len(recorder.of_route("$disconnect")) >= 2, timeout=max(0.5, deadline - time.monotonic()))
-        found.check(disconnects != float("inf"), f"$disconnect events within 15 s: {len(recorder.of_route('$disconnect'))}")
+        disconnects = time_until(lambda: len(disconnect_events(backends)) >= 2, timeout=max(0.5, deadline - time.monotonic()))
+        found.check(disconnects != float("inf"), f"$disconnect events within 15 s: {len(disconnect_events(backends))}")
         time.sleep(2)  # time for a duplicate to show
         more = users_left(watcher, timeout=0.01)
         found.check(not more, f"duplicate userLeft: {more}")
-        events = recorder.of_route("$disconnect")
+        events = disconnect_events(backends)
         found.check(sorted(e["requestContext"]["connectionId"] for e in events) == sorted(victim_ids),
                     f"$disconnect connection ids {[e['requestContext']['connectionId'] for e in events]}, "
                     f"expected exactly one each for {sorted(victim_ids)}")
@@ -553,7 +521,8 @@ def test_node_killed_while_partitioned_is_swept_once(fabric):
         found.check(roundtrip_ok(watcher), "the survivor's client lost its connection")
         found.assert_none()
     finally:
-        recorder.stop()
+        for backend in backends:
+            backend.stop()
 
 
 def test_a_node_cut_off_past_the_ttl_runs_each_disconnect_once(fabric):
@@ -561,9 +530,9 @@ def test_a_node_cut_off_past_the_ttl_runs_each_disconnect_once(fabric):
     its `$disconnect`: the sweeper for the connections registered before the cut (one that closed during the cut
     waits for Redis, then finds it swept; one still open is closed 1012 when node0 is back), node0 itself for one
     made during the cut (never registered). Exactly one `$disconnect` each, and one userLeft each."""
-    recorder = Disconnects(fabric.net, 2)
+    backends = disconnect_backends(fabric.net, 2)
     try:
-        a, b = fabric.start_nodes(*[("--integrations", f"$disconnect={recorder.url(i)}") for i in range(2)])
+        a, b = fabric.start_nodes(*[("--integrations", f"$disconnect={backends[i].url}") for i in range(2)])
         watcher = fabric.client(b, "watcher", "r")
         stayer, leaver = fabric.client(a, "stayer", "r"), fabric.client(a, "leaver", "r")
         ids = connection_ids(b)
@@ -586,7 +555,7 @@ def test_a_node_cut_off_past_the_ttl_runs_each_disconnect_once(fabric):
             pass
         found.check(stayer.close_code == 1012, f"the swept client still open was closed with {stayer.close_code}, not 1012")
         time.sleep(2)  # time for a duplicate to show
-        events = recorder.of_route("$disconnect")
+        events = disconnect_events(backends)
         got = sorted(e["requestContext"]["connectionId"] for e in events)
         newcomer_ids = [e["requestContext"]["connectionId"] for e in events if e["requestContext"]["connectionId"] not in ids.values()]
         found.check(len(newcomer_ids) == 1, f"$disconnect events for the connection made during the cut: {len(newcomer_ids)}")
@@ -599,4 +568,5 @@ def test_a_node_cut_off_past_the_ttl_runs_each_disconnect_once(fabric):
         found.check(listed_users(b) == ["watcher"], f"listing after the heal: {listed_users(b)}")
         found.assert_none()
     finally:
-        recorder.stop()
+        for backend in backends:
+            backend.stop()
