@@ -38,7 +38,7 @@ public final class Gateway: Service {
     ) {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
         let metrics = GatewayMetrics(registry: registry, routes: configuration.routes)
-        let hub = LocalHub(group: self.group, metrics: metrics, maxFrameBytes: configuration.maxFrameBytes)
+        let hub = LocalHub(group: self.group, metrics: metrics)
         let hasIntegrations = configuration.routes.routes.values.contains { if case .integration = $0 { true } else { false } }
         let broker = makeBroker?(hub) ?? Self.defaultBroker(configuration, group: self.group, hub: hub, logger: logger)
         self.gateway = GatewayContext(
@@ -54,13 +54,8 @@ public final class Gateway: Service {
             let gateway = self.gateway
             // A dead node's connections: their rooms hear `userLeft` and their `$disconnect` runs, once, here.
             redis.whenSwept { info, rooms in
-                if gateway.configuration.presence {
-                    for room in rooms {
-                        gateway.broker.publish(ServerFrames.userLeft(room, userId: info.userId, timestamp: gateway.wallClock()), to: .room(room))
-                    }
-                }
                 gateway.metrics.disconnected(code: CloseCode.abnormal)
-                await WebSocketConnectionHandler.deliverDisconnect(info, status: (CloseCode.abnormal, "node lost"), gateway: gateway)
+                await gateway.announceDeparture(info, rooms: rooms, status: .init(code: CloseCode.abnormal, reason: "node lost"))
             }
         }
     }
@@ -172,9 +167,7 @@ public final class Gateway: Service {
         let active = self.gateway.activeConnections.load(ordering: .relaxed)
         self.gateway.logger.info("draining", metadata: ["connections": "\(active)"])
         try? await Task.sleep(for: configuration.drainDelay)
-        self.gateway.hub.forEachShard { shard, _ in
-            for handler in shard.connections.values { handler.close(code: CloseCode.goingAway, reason: "server draining") }
-        }
+        self.gateway.hub.closeAll(code: CloseCode.goingAway, reason: "server draining")
         let deadline = ContinuousClock.now + configuration.drainGracePeriod
         while self.gateway.activeConnections.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
@@ -191,8 +184,7 @@ public final class Gateway: Service {
         let hub = self.gateway.hub
         return self.group.makeIterator().map { loop in
             loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
-                let now = NIODeadline.now()
-                for handler in hub.shard(on: loop).connections.values { handler.tick(now: now) }
+                hub.tick(on: loop, now: .now())
             }
         }
     }
@@ -260,35 +252,23 @@ public final class Gateway: Service {
                     upgrade.value.rejection = refusal.response
                     return channel.eventLoop.makeSucceededFuture(nil)
                 case .success(let candidate):
-                    return channel.eventLoop.makeFutureWithTask { () async throws -> (ConnectionInfo, VerifiedClaims?) in
-                        let (info, claims) = try await Admission.authorize(candidate, head: head, gateway: gateway)
-                        do {
-                            try await gateway.broker.register(info)
-                        } catch {
-                            gateway.releaseUser(info.userId)
-                            throw error
-                        }
-                        return (info, claims)
+                    return channel.eventLoop.makeFutureWithTask {
+                        try await Admission.authorize(candidate, head: head, gateway: gateway)
                     }
                     .map { info, claims -> HTTPHeaders? in
                         guard channel.isActive else {
-                            // The client left during the checks, so no handler will ever run `$disconnect` for it:
-                            // give back what the handshake took.
-                            gateway.releaseUser(info.userId)
-                            gateway.slots.subtract(1, ordering: .relaxed)
-                            channel.eventLoop.makeFutureWithTask { await gateway.broker.unregister(info.id) }.whenComplete { _ in }
+                            // The client left during the checks: no handler will ever run, so no `$disconnect`.
+                            candidate.lease.end(nil)
                             return nil
                         }
-                        upgrade.value.registered = (info, claims)
-                        gateway.activeConnections.add(1, ordering: .relaxed)
-                        gateway.acceptedConnections.add(1, ordering: .relaxed)
-                        gateway.metrics.connectionsAccepted.increment()
+                        candidate.lease.open()
+                        upgrade.value.admitted = Admitted(info: info, claims: claims, lease: candidate.lease)
                         var headers = HTTPHeaders()
                         if let subprotocol = candidate.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
                         return headers
                     }
                     .recover { error in
-                        gateway.slots.subtract(1, ordering: .relaxed)
+                        candidate.lease.end(nil)
                         if let refusal = error as? GatewayResponseError {
                             gateway.metrics.rejected(refusal.reason)
                             upgrade.value.rejection = refusal.response
@@ -303,10 +283,9 @@ public final class Gateway: Service {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    guard let (info, claims) = upgrade.value.registered else { throw ChannelError.inappropriateOperationForState }
-                    upgrade.value.registered = nil
-                    let handler = WebSocketConnectionHandler(info: info, claims: claims, gateway: gateway, now: .now())
-                    try channel.pipeline.syncOperations.addHandler(handler)
+                    guard let admitted = upgrade.value.admitted else { throw ChannelError.inappropriateOperationForState }
+                    upgrade.value.admitted = nil
+                    try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(admitted, gateway: gateway, now: .now()))
                 }
             }
         )

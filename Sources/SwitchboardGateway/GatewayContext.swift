@@ -9,13 +9,16 @@ final class GatewayContext: Sendable {
     let configuration: GatewayConfiguration
     let broker: any Broker
     let hub: LocalHub
+    /// The seed JSON protocol's encoding, shared by every WebSocket connection so a fan-out encodes once.
+    let webSocketEncoding: WebSocketEncoding
     let logger: Logger
     /// Milliseconds since 1970 for `timestamp` fields and `connectedAt`; injected so tests can fix it.
     let wallClock: @Sendable () -> Int64
     let startedAt: Int64
     /// Set by SIGTERM: new connections are refused with 503 and health reports draining.
     let draining = Atomic<Bool>(false)
-    /// Registered connections whose `$disconnect` has not finished yet.
+    /// Registered connections whose `$disconnect` has not finished yet. This count, ``slots`` and
+    /// ``connectionsPerUser`` change only in ``ConnectionLease``.
     let activeConnections = Atomic<Int>(0)
     /// Connections holding a slot under `limits.max_connections`: the registered ones plus handshakes in flight. A
     /// slot is taken before the handshake's asynchronous checks, so concurrent handshakes cannot overshoot the limit.
@@ -56,6 +59,7 @@ final class GatewayContext: Sendable {
         self.configuration = configuration
         self.broker = broker
         self.hub = hub
+        self.webSocketEncoding = WebSocketEncoding(maxFrameBytes: configuration.maxFrameBytes)
         self.logger = subsystem("connections")
         self.managementLogger = subsystem("management")
         self.integrationLogger = subsystem("integrations")
@@ -67,15 +71,6 @@ final class GatewayContext: Sendable {
         let throttling = configuration.throttling
         self.connectThrottle = Throttle(rate: throttling.connectRate, burst: throttling.connectBurst)
         self.messageThrottle = Throttle(rate: throttling.messageRate, burst: throttling.messageBurst)
-    }
-
-    /// A connection of `userId` is gone (or never made it): it no longer counts toward the per-user limit.
-    func releaseUser(_ userId: String) {
-        guard self.configuration.maxConnectionsPerUser != nil else { return }
-        self.connectionsPerUser.withLock { counts in
-            counts[userId, default: 1] -= 1
-            if counts[userId] == 0 { counts.removeValue(forKey: userId) }
-        }
     }
 
     /// Posts an event to a backend, recording its latency and any failure for `route`.

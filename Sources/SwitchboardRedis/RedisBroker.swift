@@ -48,6 +48,7 @@ public final class RedisBroker: Broker {
     private let client: RedisClient
     private let subscriber: RedisSubscriber
     private let local: any LocalDelivery
+    public var localDelivery: any LocalDelivery { self.local }
     private let options: Options
     private let logger: Logger
     private let onSwept = Mutex<(@Sendable (ConnectionInfo, [RoomID]) async -> Void)?>(nil)

@@ -35,6 +35,9 @@ import Testing
         final class Sink: LocalDelivery {
             func deliver(_ frame: OutboundFrame, to audience: Audience) {}
             func perform(_ command: ConnectionCommand, on connection: ConnectionID) {}
+            func deliverDirect(_ frame: OutboundFrame, to connection: ConnectionID) async -> DirectDelivery { .notHere }
+            func count(_ audience: Audience) async -> Int { 0 }
+            func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64] { [:] }
         }
         let broker = InMemoryBroker(delivering: Sink())
         let room = RoomID("big")!
@@ -52,6 +55,9 @@ import Testing
     final class Sink: LocalDelivery {
         func deliver(_ frame: OutboundFrame, to audience: Audience) {}
         func perform(_ command: ConnectionCommand, on connection: ConnectionID) {}
+        func deliverDirect(_ frame: OutboundFrame, to connection: ConnectionID) async -> DirectDelivery { .notHere }
+        func count(_ audience: Audience) async -> Int { 0 }
+        func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64] { [:] }
     }
 
     let room = RoomID("r")!

@@ -3,6 +3,21 @@
 public protocol LocalDelivery: Sendable {
     func deliver(_ frame: OutboundFrame, to audience: Audience)
     func perform(_ command: ConnectionCommand, on connection: ConnectionID)
+    /// A frame for one connection of this node, refused when its outbound queue has no room for it.
+    func deliverDirect(_ frame: OutboundFrame, to connection: ConnectionID) async -> DirectDelivery
+    /// How many connections of this node an audience reaches now.
+    func count(_ audience: Audience) async -> Int
+    /// When each of these connections of this node last sent a message (milliseconds since 1970).
+    func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64]
+}
+
+/// What happened to a frame sent straight to one connection.
+public enum DirectDelivery: Sendable, Hashable {
+    case delivered
+    /// Its outbound queue is full (API Gateway's `LimitExceededException`).
+    case busy
+    /// No such connection (on this node, for ``LocalDelivery``; anywhere, for ``Broker``).
+    case notHere
 }
 
 /// Something done to one connection on behalf of a backend, wherever the connection lives.
@@ -134,6 +149,8 @@ public protocol Broker: Sendable {
     var isConnected: Bool { get }
     /// Rooms with at least one member on this node, kept as a count: O(1), for metrics and stats.
     var localRoomCount: Int { get }
+    /// This node's connections, for what only they can answer (queues, activity).
+    var localDelivery: any LocalDelivery { get }
     /// Registered connections ordered by id, starting after `cursor`.
     func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection>
     /// Rooms with their member counts, ordered by id, starting after `cursor`.
@@ -145,4 +162,25 @@ public protocol Broker: Sendable {
 extension Broker {
     public func run() async {}
     public var isConnected: Bool { true }
+
+    /// Sends a frame to one connection wherever it is (`POST @connections/{id}`): written at once on this node, or
+    /// refused when its queue is full; published to its node when another node holds it.
+    public func post(_ frame: OutboundFrame, to id: ConnectionID) async -> DirectDelivery {
+        let local = await self.localDelivery.deliverDirect(frame, to: id)
+        guard local == .notHere else { return local }
+        guard await self.connection(id) != nil else { return .notHere }
+        self.publish(frame, to: .connection(id))
+        return .delivered
+    }
+
+    /// How many connections of this node an audience reaches now: what a management publish reports as delivered.
+    public func localReach(_ audience: Audience) async -> Int {
+        await self.localDelivery.count(audience)
+    }
+
+    /// When a connection last sent a message, where this node knows it; its connection time otherwise.
+    public func lastActive(_ connections: [RegisteredConnection]) async -> [ConnectionID: Int64] {
+        let known = await self.localDelivery.lastActive(connections.map(\.info.id))
+        return Dictionary(connections.map { ($0.info.id, known[$0.info.id] ?? $0.info.connectedAt) }) { first, _ in first }
+    }
 }

@@ -1,19 +1,21 @@
 /// A first-in, first-out queue with O(1) amortised `append` and `removeFirst` (an array and the index of its head,
 /// compacted once half of it is spent). SwitchboardCore has no dependencies, so no `Deque` from swift-collections.
-struct FIFO<Element> {
+public struct FIFO<Element> {
     private var storage: [Element] = []
     private var head = 0
 
-    var isEmpty: Bool { self.head == self.storage.count }
-    var count: Int { self.storage.count - self.head }
-    var first: Element? { self.isEmpty ? nil : self.storage[self.head] }
+    public init() {}
 
-    mutating func append(_ element: Element) {
+    public var isEmpty: Bool { self.head == self.storage.count }
+    public var count: Int { self.storage.count - self.head }
+    public var first: Element? { self.isEmpty ? nil : self.storage[self.head] }
+
+    public mutating func append(_ element: Element) {
         self.storage.append(element)
     }
 
     @discardableResult
-    mutating func removeFirst() -> Element {
+    public mutating func removeFirst() -> Element {
         let element = self.storage[self.head]
         self.head += 1
         if self.head > 32, self.head * 2 > self.storage.count {
@@ -24,7 +26,7 @@ struct FIFO<Element> {
     }
 
     /// The elements from the `offset`-th on (0 is the first).
-    func suffix(from offset: Int) -> ArraySlice<Element> {
+    public func suffix(from offset: Int) -> ArraySlice<Element> {
         self.storage[(self.head + offset)...]
     }
 }

@@ -25,6 +25,7 @@ public final class InMemoryBroker: Broker {
     }
 
     private let local: any LocalDelivery
+    public var localDelivery: any LocalDelivery { self.local }
     private let limits: HistoryLimits
     private let now: @Sendable () -> ContinuousClock.Instant
     private let state = Mutex(State())

@@ -27,6 +27,8 @@ enum Admission {
         var token: String?
         /// The subprotocol to answer with when the token came as one (browsers require an answer).
         var subprotocol: String?
+        /// The slot it holds, and whatever later checks add to it; whoever ends the handshake ends the lease.
+        var lease: ConnectionLease
     }
 
     /// The checks that need no I/O: draining, path, origin, node limits, stage throttle, user id, token location.
@@ -77,13 +79,12 @@ enum Admission {
             stage: stage,
             domainName: head.headers.first(name: "host") ?? "localhost"
         )
-        // Last, so that every refusal above leaves the slots alone; whoever ends the handshake gives the slot back.
-        let taken = gateway.slots.add(1, ordering: .relaxed).newValue
-        if let limit = configuration.maxConnections, taken > limit {
-            gateway.slots.subtract(1, ordering: .relaxed)
+        // Last, so that every refusal above leaves the slots alone.
+        guard let lease = ConnectionLease.take(gateway) else {
+            let limit = configuration.maxConnections ?? 0
             return refuse(.tooManyRequests, "Too many connections on this node (at most \(limit))", "max_connections")
         }
-        return .success(Candidate(info: info, token: token, subprotocol: subprotocol))
+        return .success(Candidate(info: info, token: token, subprotocol: subprotocol, lease: lease))
     }
 
     /// What RFC 6455 4.2.1 asks of an opening handshake and NIO's upgrader does not check: HTTP/1.1 or later, `GET`,
@@ -124,7 +125,8 @@ enum Admission {
         return .success(first)
     }
 
-    /// The checks that need I/O: the token's signature and claims, the per-user limit, then the `$connect` route.
+    /// The checks that need I/O: the token's signature and claims, the per-user limit, the `$connect` route, then
+    /// the registration. What they take is held by the candidate's lease.
     static func authorize(_ candidate: Candidate, head: HTTPRequestHead, gateway: GatewayContext) async throws -> (ConnectionInfo, VerifiedClaims?) {
         var info = candidate.info
         var claims: VerifiedClaims?
@@ -146,25 +148,15 @@ enum Admission {
                 throw GatewayResponseError(.message(.unauthorized, "Unauthorized: \(error.reason)"), reason: "unauthorized")
             }
         }
-        if let limit = gateway.configuration.maxConnectionsPerUser {
-            let admitted = gateway.connectionsPerUser.withLock { counts -> Bool in
-                guard counts[info.userId, default: 0] < limit else { return false }
-                counts[info.userId, default: 0] += 1
-                return true
-            }
-            guard admitted else {
-                throw GatewayResponseError(
-                    .message(.tooManyRequests, "Too many connections for this user (at most \(limit))"),
-                    reason: "max_connections_per_user"
-                )
-            }
+        guard candidate.lease.countUser(info.userId) else {
+            throw GatewayResponseError(
+                .message(.tooManyRequests, "Too many connections for this user (at most \(gateway.configuration.maxConnectionsPerUser ?? 0))"),
+                reason: "max_connections_per_user"
+            )
         }
-        do {
-            return (try await self.runConnectRoute(info, head: head, gateway: gateway), claims)
-        } catch {
-            gateway.releaseUser(info.userId)
-            throw error
-        }
+        info = try await self.runConnectRoute(info, head: head, gateway: gateway)
+        try await candidate.lease.register(info)
+        return (info, claims)
     }
 
     /// Runs the `$connect` integration, when there is one: a 2xx reply admits the connection (with the reply's

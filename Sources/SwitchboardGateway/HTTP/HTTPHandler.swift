@@ -60,13 +60,20 @@ final class BodyBudget: Sendable {
     }
 }
 
+/// A connection that passed `$connect`, on its way to its handler.
+struct Admitted {
+    var info: ConnectionInfo
+    var claims: VerifiedClaims?
+    var lease: ConnectionLease
+}
+
 /// Per-connection state shared by the WebSocket upgrader and ``HTTPHandler`` before the upgrade.
 final class UpgradeState {
     /// Why `$connect` refused the upgrade; the HTTP handler answers with it.
     var rejection: GatewayResponse?
-    /// The connection registered by `$connect` and not yet handed to its WebSocket handler. If the channel closes
-    /// before the handover, the registration is undone here, so nothing leaks.
-    var registered: (ConnectionInfo, VerifiedClaims?)?
+    /// The connection admitted by `$connect` and not yet handed to its WebSocket handler. If the channel closes
+    /// before the handover, its lease ends here, so nothing leaks.
+    var admitted: Admitted?
     /// Closes a connection that does not finish its request in time (slowloris): armed while waiting for a request,
     /// cancelled once one has arrived (for an upgrade, when the upgrader sees its head).
     var requestTimer: Scheduled<Void>?
@@ -286,16 +293,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.eventStream?.cancel()
         self.releaseBody()
         self.upgrade.requestTimer?.cancel()
-        if let (info, _) = self.upgrade.registered {
-            self.upgrade.registered = nil
-            let broker = self.gateway.broker
-            let active = self.gateway
-            active.releaseUser(info.userId)
-            context.eventLoop.makeFutureWithTask {
-                await broker.unregister(info.id)
-                active.activeConnections.subtract(1, ordering: .relaxed)
-                active.slots.subtract(1, ordering: .relaxed)
-            }.whenComplete { _ in }
+        if let admitted = self.upgrade.admitted {
+            self.upgrade.admitted = nil
+            admitted.lease.end(nil)
         }
         context.fireChannelInactive()
     }

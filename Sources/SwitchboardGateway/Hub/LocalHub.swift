@@ -5,68 +5,60 @@ import SwitchboardCore
 /// This node's connections, sharded by event loop: each shard is owned by one loop and touched only there, so
 /// delivery takes no lock. A frame for an audience costs one hop per loop, then one write per local recipient.
 final class LocalHub: LocalDelivery {
-    /// One event loop's connections and their room and user indexes.
+    /// One event loop's connections and their room and user indexes. The indexes follow what each connection's
+    /// state machine decides (``ConnectionStateMachine/rooms``); the shard only finds recipients.
     final class Shard {
-        var connections: [ConnectionID: WebSocketConnectionHandler] = [:]
-        var rooms: [RoomID: [ConnectionID: WebSocketConnectionHandler]] = [:]
-        var users: [String: [ConnectionID: WebSocketConnectionHandler]] = [:]
+        private(set) var connections: [ConnectionID: any Connection] = [:]
+        private var rooms: [RoomID: [ConnectionID: any Connection]] = [:]
+        private var users: [String: [ConnectionID: any Connection]] = [:]
 
-        func add(_ handler: WebSocketConnectionHandler) {
-            self.connections[handler.info.id] = handler
-            self.users[handler.info.userId, default: [:]][handler.info.id] = handler
+        func add(_ connection: any Connection) {
+            self.connections[connection.id] = connection
+            self.users[connection.userId, default: [:]][connection.id] = connection
         }
 
-        func remove(_ handler: WebSocketConnectionHandler) {
-            let id = handler.info.id
+        func remove(_ connection: any Connection, rooms: Set<RoomID>) {
+            let (id, userId) = (connection.id, connection.userId)
             self.connections.removeValue(forKey: id)
-            self.users[handler.info.userId]?.removeValue(forKey: id)
-            if self.users[handler.info.userId]?.isEmpty == true { self.users.removeValue(forKey: handler.info.userId) }
-            for room in handler.rooms { self.leave(room, handler) }
+            self.users[userId]?.removeValue(forKey: id)
+            if self.users[userId]?.isEmpty == true { self.users.removeValue(forKey: userId) }
+            for room in rooms { self.leave(room, connection) }
         }
 
-        func join(_ room: RoomID, _ handler: WebSocketConnectionHandler) {
-            self.rooms[room, default: [:]][handler.info.id] = handler
+        func join(_ room: RoomID, _ connection: any Connection) {
+            self.rooms[room, default: [:]][connection.id] = connection
         }
 
-        func leave(_ room: RoomID, _ handler: WebSocketConnectionHandler) {
-            self.rooms[room]?.removeValue(forKey: handler.info.id)
+        func leave(_ room: RoomID, _ connection: any Connection) {
+            self.rooms[room]?.removeValue(forKey: connection.id)
             if self.rooms[room]?.isEmpty == true { self.rooms.removeValue(forKey: room) }
         }
 
         let metrics: GatewayMetrics
         let loop: any EventLoop
-        let maxFrameBytes: Int
         /// Recipients written to but not flushed yet, and whether a flush of them is queued on the loop.
-        private var unflushed: [WebSocketConnectionHandler] = []
+        private var unflushed: [any Connection] = []
         private var flushQueued = false
 
-        init(metrics: GatewayMetrics, loop: any EventLoop, maxFrameBytes: Int) {
-            (self.metrics, self.loop, self.maxFrameBytes) = (metrics, loop, maxFrameBytes)
+        init(metrics: GatewayMetrics, loop: any EventLoop) {
+            (self.metrics, self.loop) = (metrics, loop)
         }
 
         func deliver(_ frame: OutboundFrame, to audience: Audience, allocator: ByteBufferAllocator) {
-            // Encoded only on a shard with recipients: a direct send visits every loop and is written on one.
-            func wire() -> ByteBuffer {
-                WireFrame.encode(frame.kind, allocator.buffer(bytes: frame.bytes), maxFrame: self.maxFrameBytes, allocator: allocator)
-            }
+            let recipients: Int
             switch audience {
             case .connection(let id):
-                guard let handler = self.connections[id] else { return }
-                handler.write(wire(), flush: true)
-                self.count(1, frame)
+                guard let connection = self.connections[id] else { return }
+                recipients = self.send(frame, to: CollectionOfOne(connection), excluding: nil, allocator: allocator)
             case .room(let room, let excluded):
                 guard let members = self.rooms[room] else { return }
-                self.count(self.send(wire(), to: members.values, excluding: excluded), frame)
+                recipients = self.send(frame, to: members.values, excluding: excluded, allocator: allocator)
             case .user(let userId):
                 guard let connections = self.users[userId] else { return }
-                self.count(self.send(wire(), to: connections.values, excluding: nil), frame)
+                recipients = self.send(frame, to: connections.values, excluding: nil, allocator: allocator)
             case .everyone:
-                guard !self.connections.isEmpty else { return }
-                self.count(self.send(wire(), to: self.connections.values, excluding: nil), frame)
+                recipients = self.send(frame, to: self.connections.values, excluding: nil, allocator: allocator)
             }
-        }
-
-        private func count(_ recipients: Int, _ frame: OutboundFrame) {
             guard recipients > 0 else { return }
             self.metrics.messagesSent.increment(by: Int64(recipients))
             self.metrics.bytesSent.increment(by: Int64(recipients * frame.bytes.count))
@@ -75,19 +67,26 @@ final class LocalHub: LocalDelivery {
         /// Writes to every recipient now and flushes them once the loop has handled the rest of this turn's reads:
         /// under load a sender's frames arrive several to a read, and each recipient then gets them all in one
         /// syscall instead of one each, so the fan-out rate a core sustains grows with the load instead of
-        /// collapsing. Returns how many recipients there were.
+        /// collapsing. The frame is encoded once per encoding among the recipients (on a shard with recipients only:
+        /// a direct send visits every loop and is written on one). Returns how many recipients there were.
         private func send(
-            _ wire: ByteBuffer,
-            to handlers: some Collection<WebSocketConnectionHandler>,
-            excluding excluded: ConnectionID?
+            _ frame: OutboundFrame,
+            to connections: some Collection<any Connection>,
+            excluding excluded: ConnectionID?,
+            allocator: ByteBufferAllocator
         ) -> Int {
+            var encoded: [(encoding: ObjectIdentifier, bytes: ByteBuffer)] = []  // one or two entries
             var recipients = 0
-            for handler in handlers where handler.info.id != excluded {
-                handler.write(wire, flush: false)
-                if !handler.awaitsFlush {
-                    handler.awaitsFlush = true
-                    self.unflushed.append(handler)
+            for connection in connections where connection.id != excluded {
+                let key = ObjectIdentifier(connection.encoding)
+                let bytes: ByteBuffer
+                if let found = encoded.first(where: { $0.encoding == key }) {
+                    bytes = found.bytes
+                } else {
+                    bytes = connection.encoding.encode(frame, allocator: allocator)
+                    encoded.append((key, bytes))
                 }
+                if connection.write(bytes) { self.unflushed.append(connection) }
                 recipients += 1
             }
             if recipients > 0, !self.flushQueued {
@@ -99,11 +98,18 @@ final class LocalHub: LocalDelivery {
 
         private func flushAll() {
             self.flushQueued = false
-            let handlers = self.unflushed
+            let connections = self.unflushed
             self.unflushed = []
-            for handler in handlers {
-                handler.awaitsFlush = false
-                handler.flush()
+            for connection in connections { connection.flush() }
+        }
+
+        /// How many connections of this shard an audience reaches now.
+        func count(_ audience: Audience) -> Int {
+            switch audience {
+            case .connection(let id): self.connections[id] == nil ? 0 : 1
+            case .room(let room, let excluded): (self.rooms[room]?.count ?? 0) - (excluded.flatMap { self.rooms[room]?[$0] } == nil ? 0 : 1)
+            case .user(let userId): self.users[userId]?.count ?? 0
+            case .everyone: self.connections.count
             }
         }
     }
@@ -111,10 +117,10 @@ final class LocalHub: LocalDelivery {
     private let shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>]
     let group: any EventLoopGroup
 
-    init(group: any EventLoopGroup, metrics: GatewayMetrics, maxFrameBytes: Int) {
+    init(group: any EventLoopGroup, metrics: GatewayMetrics) {
         var shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>] = [:]
         for loop in group.makeIterator() {
-            shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics, loop: loop, maxFrameBytes: maxFrameBytes), eventLoop: loop)
+            shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics, loop: loop), eventLoop: loop)
         }
         self.shards = shards
         self.group = group
@@ -133,35 +139,30 @@ final class LocalHub: LocalDelivery {
         self.forEachShard { shard, _ in shard.connections[connection]?.perform(command) }
     }
 
-    /// What happened to a frame sent straight to one connection of this node.
-    enum DirectDelivery: Sendable {
-        case delivered
-        /// Its outbound queue is full (API Gateway's `LimitExceededException`).
-        case busy
-        /// No such connection on this node.
-        case notHere
-    }
-
     func deliverDirect(_ frame: OutboundFrame, to id: ConnectionID) async -> DirectDelivery {
         let results = await self.gather { shard -> DirectDelivery in
-            guard let handler = shard.connections[id] else { return .notHere }
-            guard handler.hasRoom(for: frame.bytes.count) else { return .busy }
+            guard let connection = shard.connections[id] else { return .notHere }
+            guard connection.hasRoom(for: frame.bytes.count) else { return .busy }
             shard.deliver(frame, to: .connection(id), allocator: ByteBufferAllocator())
             return .delivered
         }
-        return results.first { if case .notHere = $0 { false } else { true } } ?? .notHere
+        return results.first { $0 != .notHere } ?? .notHere
     }
 
-    /// How many connections of this node an audience reaches now.
     func count(_ audience: Audience) async -> Int {
-        await self.gather { shard in
-            switch audience {
-            case .connection(let id): shard.connections[id] == nil ? 0 : 1
-            case .room(let room, let excluded): (shard.rooms[room]?.count ?? 0) - (excluded.flatMap { shard.rooms[room]?[$0] } == nil ? 0 : 1)
-            case .user(let userId): shard.users[userId]?.count ?? 0
-            case .everyone: shard.connections.count
-            }
-        }.reduce(0, +)
+        await self.gather { $0.count(audience) }.reduce(0, +)
+    }
+
+    /// The heartbeat sweep of one loop: every connection of its shard asks its state machine what is due.
+    func tick(on loop: any EventLoop, now: NIODeadline) {
+        for connection in self.shard(on: loop).connections.values { connection.tick(now: now) }
+    }
+
+    /// Closes every connection of this node (the drain).
+    func closeAll(code: UInt16, reason: String) {
+        self.forEachShard { shard, _ in
+            for connection in shard.connections.values { connection.perform(.close(code: code, reason: reason)) }
+        }
     }
 
     /// When each of these connections of this node last sent a message (milliseconds since 1970).

@@ -263,23 +263,20 @@ struct ManagementAPI: Sendable {
 
     private func post(_ request: ManagementRequest, to id: ConnectionID) async throws -> GatewayResponse {
         let frame = self.frame(from: request)
-        switch await self.gateway.hub.deliverDirect(frame, to: id) {
+        switch await self.gateway.broker.post(frame, to: id) {
         case .delivered:
             return GatewayResponse(.ok)
         case .busy:
             self.gateway.metrics.throttled("client_buffer_full")
             throw ManagementError.limitExceeded("The client's outbound buffer is full")
         case .notHere:
-            // Not on this node: another node may hold it.
-            guard await self.gateway.broker.connection(id) != nil else { throw ManagementError.gone(id.rawValue) }
-            self.gateway.broker.publish(frame, to: .connection(id))
-            return GatewayResponse(.ok)
+            throw ManagementError.gone(id.rawValue)
         }
     }
 
     private func describe(_ id: ConnectionID) async throws -> GatewayResponse {
         guard let entry = await self.gateway.broker.connection(id) else { throw ManagementError.gone(id.rawValue) }
-        let lastActive = await self.gateway.hub.lastActive([id])[id] ?? entry.info.connectedAt
+        let lastActive = await self.gateway.broker.lastActive([entry])[id] ?? entry.info.connectedAt
         return GatewayResponse(
             .ok,
             json: [
@@ -307,7 +304,7 @@ struct ManagementAPI: Sendable {
 
     private func listConnections(_ query: [String: String]) async throws -> GatewayResponse {
         let page = await self.gateway.broker.connections(after: query["cursor"], limit: try self.limit(query))
-        let lastActive = await self.gateway.hub.lastActive(page.items.map(\.info.id))
+        let lastActive = await self.gateway.broker.lastActive(page.items)
         return self.page(page) { entry in
             [
                 "connectionId": .string(entry.info.id.rawValue), "userId": .string(entry.info.userId),
@@ -336,13 +333,13 @@ struct ManagementAPI: Sendable {
             }
             let sender = query["sender"] ?? "server"
             if let problem = Name.problem(with: sender, field: "sender") { throw ManagementError.badRequest(problem) }
-            let delivered = await self.gateway.hub.count(audience)
+            let delivered = await self.gateway.broker.localReach(audience)
             self.gateway.broker.publish(ServerFrames.message(room, message: message, sender: sender, timestamp: self.gateway.wallClock()))
             return GatewayResponse(.ok, json: ["delivered": .number(String(delivered))])
         default:
             throw ManagementError.badRequest("format must be raw or message")
         }
-        let delivered = await self.gateway.hub.count(audience)
+        let delivered = await self.gateway.broker.localReach(audience)
         self.gateway.broker.publish(frame, to: audience)
         return GatewayResponse(.ok, json: ["delivered": .number(String(delivered))])
     }

@@ -3,57 +3,104 @@ import NIOCore
 import NIOWebSocket
 import Prometheus
 import SwitchboardCore
-import Synchronization
 
-/// One registered WebSocket connection, confined to its event loop: reads frames through ``WebSocketSession``,
-/// routes messages to the built-in apps, writes what they answer, and runs `$disconnect` exactly once.
-final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// One WebSocket connection speaking the seed JSON protocol, confined to its event loop. It reports every channel
+/// event to two value-type machines and carries out what they return: ``WebSocketSession`` (RFC 6455 framing and the
+/// close handshake) and ``ConnectionStateMachine`` (everything the gateway decides: order, throttling, liveness,
+/// closes). What it holds of the node is its ``ConnectionLease``, ended once in ``runDisconnect(_:)``.
+final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, Connection {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = ByteBuffer
 
     private(set) var info: ConnectionInfo
     /// What the connection's JWT allows, when auth is on; replaced by `refreshToken`.
     private var claims: VerifiedClaims?
-    /// Per-connection throttling, when configured, and how many messages in a row it refused.
-    private var rateBucket: TokenBucket?
-    private var throttledInARow = 0
-    /// The rooms this connection is in, as the apps see them.
-    private(set) var rooms: Set<RoomID> = []
+    private let lease: ConnectionLease
     private let gateway: GatewayContext
     private var session: WebSocketSession
-    private var liveness: Liveness
+    private var machine: ConnectionStateMachine
     private var context: ChannelHandlerContext?
     /// Where frames encoded by ``WireFrame`` are written: the context of NIO's `WebSocketFrameEncoder` (which the
     /// upgrader installs and cannot be removed), so bytes go out below it, already encoded once per fan-out.
     private var wire: ChannelHandlerContext?
-    /// When the client last sent a message (milliseconds since 1970), for `GET @connections`.
-    private(set) var lastActiveAt: Int64
-    /// Work that arrived while a registry or integration call was in flight, done in order after it.
-    private var backlog: [Pending] = []  // an empty array allocates nothing
-    private var awaitingBackend = false
-    private var disconnected = false
-    private var closeTimer: Scheduled<Void>?
+    /// Bytes written since the last flush: flushed early past a quarter of the outbound bound, so batching never
+    /// makes a reader that keeps up look like a slow consumer.
+    private var unflushedBytes = 0
 
-    init(info: ConnectionInfo, claims: VerifiedClaims?, gateway: GatewayContext, now: NIODeadline) {
+    init(_ admitted: Admitted, gateway: GatewayContext, now: NIODeadline) {
         let configuration = gateway.configuration
-        self.info = info
-        self.claims = claims
-        self.gateway = gateway
-        let throttling = configuration.throttling
-        if throttling.perConnectionRate > 0 {
-            self.rateBucket = TokenBucket(rate: throttling.perConnectionRate, burst: throttling.perConnectionBurst, now: Throttle.now())
-        }
-        self.lastActiveAt = info.connectedAt
+        (self.info, self.claims, self.lease, self.gateway) = (admitted.info, admitted.claims, admitted.lease, gateway)
         self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
-        self.liveness = Liveness(
-            pingInterval: TimeAmount(configuration.pingInterval),
-            pongTimeout: TimeAmount(configuration.pongTimeout),
-            idleTimeout: configuration.idleTimeout.map(TimeAmount.init),
-            now: now
+        let throttling = configuration.throttling
+        self.machine = ConnectionStateMachine(
+            rules: .init(
+                maxRooms: configuration.maxRoomsPerConnection,
+                outboundQueueBytes: configuration.outboundQueueBytes,
+                closeTimeout: TimeAmount(configuration.closeTimeout),
+                abuseCloseAfter: throttling.abuseCloseAfter,
+                expiredCloseCode: configuration.auth.expiredCloseCode,
+                slowConsumerCloseCode: configuration.slowConsumerCloseCode,
+                pongTimeout: configuration.pongTimeout
+            ),
+            liveness: Liveness(
+                pingInterval: TimeAmount(configuration.pingInterval),
+                pongTimeout: TimeAmount(configuration.pongTimeout),
+                idleTimeout: configuration.idleTimeout.map(TimeAmount.init),
+                now: now
+            ),
+            rateBucket: throttling.perConnectionRate > 0
+                ? TokenBucket(rate: throttling.perConnectionRate, burst: throttling.perConnectionBurst, now: Throttle.now()) : nil,
+            expiresAt: admitted.claims?.expiresAt,
+            connectedAt: admitted.info.connectedAt
         )
     }
 
     private var shard: LocalHub.Shard { self.gateway.hub.shard(on: self.context!.eventLoop) }
+
+    // MARK: Connection
+
+    var id: ConnectionID { self.info.id }
+    var userId: String { self.info.userId }
+    var encoding: any FrameEncoding { self.gateway.webSocketEncoding }
+    var lastActiveAt: Int64 { self.machine.lastActiveAt }
+
+    /// Bytes written to this connection and not yet taken by the kernel.
+    var queuedBytes: Int {
+        (try? self.context?.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
+    }
+
+    func write(_ encoded: ByteBuffer) -> Bool {
+        switch self.machine.liveFrame(encoded) {
+        case .discard:
+            return false
+        case .held:
+            if self.machine.heldOverBound { self.dropSlowConsumer() }
+            return false
+        case .write:
+            let waiting = self.unflushedBytes > 0
+            self.writeNow(encoded, flush: false)
+            return !waiting && self.unflushedBytes > 0
+        }
+    }
+
+    func flush() {
+        self.unflushedBytes = 0
+        self.wire?.flush()
+    }
+
+    func perform(_ command: ConnectionCommand) {
+        self.carryOut(self.machine.commanded(command, now: .now()))
+    }
+
+    func tick(now: NIODeadline) {
+        self.carryOut(self.machine.tick(now: now, wallClock: self.gateway.wallClock()))
+    }
+
+    /// Whether `bytes` more fit in the outbound queue under `limits.outbound_queue_bytes`.
+    func hasRoom(for bytes: Int) -> Bool {
+        guard self.machine.isOpen, let channel = self.context?.channel, channel.isWritable else { return false }
+        return self.queuedBytes + self.machine.heldBytesCount + bytes <= self.gateway.configuration.outboundQueueBytes
+    }
 
     // MARK: Channel events
 
@@ -65,12 +112,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         if self.gateway.configuration.welcomeFrame {
             self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
         }
-        if !context.channel.isActive {
-            self.channelInactive(context: context)
-        } else if self.gateway.isDraining {
-            // Admitted just before SIGTERM: the drain's sweep may have missed it.
-            self.close(code: CloseCode.goingAway, reason: "server draining")
-        }
+        self.carryOut(self.machine.started(channelActive: context.channel.isActive, draining: self.gateway.isDraining, now: .now()))
     }
 
     /// The handler keeps its contexts, and a context keeps its handler: the cycle is broken here, when the closed
@@ -81,131 +123,122 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.liveness.heard(at: .now())
-        self.perform(self.session.receive(self.unwrapInboundIn(data)))
+        self.machine.heard(now: .now())
+        self.handle(self.session.receive(self.unwrapInboundIn(data)))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let error = error as? NIOWebSocketError {
-            self.perform(self.session.decodingFailed(error))
+            self.handle(self.session.decodingFailed(error))
         } else {
             self.gateway.logger.debug("connection error", metadata: ["connectionId": "\(self.info.id)", "error": "\(error)"])
-            self.session.abandon(reason: "\(error)")
-            context.close(promise: nil)
+            self.carryOut(self.machine.failed("\(error)", now: .now()))
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.session.abandon(reason: "connection lost")
-        self.runDisconnect()
+        self.carryOut(self.machine.channelClosed())
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        guard !context.channel.isWritable else { return }
-        self.dropSlowConsumer()
+        if !context.channel.isWritable { self.dropSlowConsumer() }
     }
 
-    /// The client stopped reading and its queue passed the bound: it is dropped, not waited on, so memory stays
-    /// bounded. Closed on the next loop turn, outside whatever fan-out wrote the last frame.
+    /// The client stopped reading and its queue (or a replay's hold) passed the bound.
     private func dropSlowConsumer() {
-        guard self.session.isOpen, let context else { return }
-        let limit = self.gateway.configuration.outboundQueueBytes
-        self.gateway.metrics.slowConsumerCloses.increment()
-        _ = self.session.close(code: self.gateway.configuration.slowConsumerCloseCode, reason: "slow consumer: over \(limit) bytes queued")
-        context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
+        let action = self.machine.writabilityLost(now: .now())
+        if action != .none { self.gateway.metrics.slowConsumerCloses.increment() }
+        self.carryOut(action)
+    }
+
+    // MARK: Carrying out actions
+
+    /// What the WebSocket session decided about a frame.
+    private func handle(_ action: WebSocketSession.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .deliver(let buffer, let isText):
+            self.carryOut(self.machine.received(buffer, isText: isText, now: .now()))
+        case .pong(let payload):
+            self.writeControl(WireFrame.pong, payload)
+        case .sendClose(let code, let reason):
+            self.countClientError(code)
+            self.machine.closeStarted(.init(code: code, reason: reason), now: .now())
+            self.writeClose(code: code, reason: reason)
+        case .sendCloseAndDisconnect(let code, let reason):
+            if let code { self.countClientError(code) }
+            self.machine.protocolEnded(self.sessionStatus, now: .now())
+            self.writeClose(code: code, reason: reason).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        case .disconnect:
+            self.machine.protocolEnded(self.sessionStatus, now: .now())
+            context.close(promise: nil)
+        }
+    }
+
+    private var sessionStatus: ConnectionStateMachine.CloseStatus? {
+        self.session.closeStatus.map { .init(code: $0.code, reason: $0.reason) }
+    }
+
+    /// What the connection state machine decided.
+    private func carryOut(_ action: ConnectionStateMachine.Action) {
+        guard let context else { return }
+        switch action {
+        case .none:
+            break
+        case .run(.message(let buffer, let isText)):
+            self.route(buffer, isText: isText)
+        case .run(.command(.join(let room))):
+            self.join(room, after: nil)
+        case .run(.command(.leave(let room))):
+            if self.machine.rooms.contains(room) { self.leave(room) }
+        case .run(.command(.close)):
+            break  // closes act at once (``ConnectionStateMachine/commanded(_:now:)``), never queued
+        case .resumeReads:
+            if context.channel.isActive { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
+        case .sendPing:
+            self.writeControl(WireFrame.ping, ByteBuffer())
+        case .close(let status):
+            self.handle(self.session.close(code: status.code, reason: status.reason))
+        case .closeNow(let status):
+            // Told if it still reads; closed on the next loop turn, outside whatever fan-out wrote the last frame.
+            _ = self.session.close(code: status.code, reason: status.reason)
+            self.writeClose(code: status.code, reason: status.reason)
+            context.eventLoop.assumeIsolated().execute { context.close(promise: nil) }
+        case .drop:
+            self.session.abandon(reason: self.machine.closeStatus?.reason ?? "dropped")
+            context.close(promise: nil)
+        case .disconnect(let status):
+            self.runDisconnect(status)
+        }
     }
 
     // MARK: Sending
 
-    /// Queues a message; `flush: false` lets a fan-out flush every recipient once at the end.
-    func send(_ buffer: ByteBuffer, kind: OutboundFrame.Kind, flush: Bool) {
+    /// A frame for this connection alone (replies, errors); fan-out is counted by the hub in batches.
+    private func send(_ frame: OutboundFrame) {
         guard let context else { return }
-        let maxFrame = self.gateway.configuration.maxFrameBytes
-        self.write(WireFrame.encode(kind, buffer, maxFrame: maxFrame, allocator: context.channel.allocator), flush: flush)
-    }
-
-    /// Queues frames already encoded by ``WireFrame`` (a fan-out encodes once for all its recipients). Unflushed
-    /// bytes are flushed early past a quarter of the outbound queue bound, so batching never makes a reader that
-    /// keeps up look like a slow consumer.
-    func write(_ frames: ByteBuffer, flush: Bool) {
-        guard self.session.isOpen else { return }
-        if self.held != nil {
-            // A rejoin is replaying history: live frames wait behind it, within the same bound as the socket's queue.
-            self.held!.append(frames)
-            self.heldBytes += frames.readableBytes
-            if self.heldBytes > self.gateway.configuration.outboundQueueBytes { self.dropSlowConsumer() }
-            return
-        }
-        self.writeNow(frames, flush: flush)
+        self.writeNow(self.encoding.encode(frame, allocator: context.channel.allocator), flush: true)
+        self.gateway.metrics.messagesSent.increment()
+        self.gateway.metrics.bytesSent.increment(by: Int64(frame.bytes.count))
     }
 
     /// - Returns: whether the frames were written (the connection is open).
     @discardableResult
     private func writeNow(_ frames: ByteBuffer, flush: Bool, promise: EventLoopPromise<Void>? = nil) -> Bool {
-        guard self.session.isOpen, let wire = self.wire else { return false }
+        guard self.machine.isOpen, let wire = self.wire else { return false }
         wire.write(self.wrapOutboundOut(frames), promise: promise)
         self.unflushedBytes += frames.readableBytes
         if flush || self.unflushedBytes > self.gateway.configuration.outboundQueueBytes / 4 { self.flush() }
         return true
     }
 
-    func flush() {
-        self.unflushedBytes = 0
-        self.wire?.flush()
-    }
-
-    private var unflushedBytes = 0
-    /// Live frames held while a rejoin's history is replayed, so that the client sees the room in offset order;
-    /// `nil` when no replay runs.
-    private var held: [ByteBuffer]?
-    private var heldBytes = 0
-
     /// A control frame, flushed at once.
     @discardableResult
     private func writeControl(_ opcode: UInt8, _ payload: ByteBuffer) -> EventLoopFuture<Void> {
-        let wire = self.wire!
+        guard let wire = self.wire else { return self.context!.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
         return wire.writeAndFlush(self.wrapOutboundOut(WireFrame.encode(opcode, payload, allocator: wire.channel.allocator)))
-    }
-
-    /// Whether the hub has queued a flush for this connection (see `LocalHub.Shard.send`).
-    var awaitsFlush = false
-
-    /// A frame for this connection alone (replies, errors); fan-out is counted by the hub in batches.
-    private func send(_ frame: OutboundFrame) {
-        guard let context else { return }
-        self.send(context.channel.allocator.buffer(bytes: frame.bytes), kind: frame.kind, flush: true)
-        self.gateway.metrics.messagesSent.increment()
-        self.gateway.metrics.bytesSent.increment(by: Int64(frame.bytes.count))
-    }
-
-    /// Bytes written to this connection and not yet taken by the kernel.
-    var queuedBytes: Int {
-        (try? self.context?.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
-    }
-
-    // MARK: Session actions
-
-    private func perform(_ action: WebSocketSession.Action) {
-        guard let context else { return }
-        switch action {
-        case .none:
-            break
-        case .deliver(let buffer, let isText):
-            self.liveness.messageReceived(at: .now())
-            self.enqueue(.message(buffer, isText: isText))
-        case .pong(let payload):
-            self.writeControl(WireFrame.pong, payload)
-        case .sendClose(let code, let reason):
-            self.countClientError(code)
-            self.writeClose(code: code, reason: reason)
-            let timeout = TimeAmount(self.gateway.configuration.closeTimeout)
-            self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { context.close(promise: nil) }
-        case .sendCloseAndDisconnect(let code, let reason):
-            if let code { self.countClientError(code) }
-            self.writeClose(code: code, reason: reason).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        case .disconnect:
-            context.close(promise: nil)
-        }
     }
 
     /// Closes the gateway starts because the client broke a rule are client errors, by rule.
@@ -219,8 +252,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     @discardableResult
     private func writeClose(code: UInt16?, reason: String) -> EventLoopFuture<Void> {
-        let context = self.context!
-        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        var data = ByteBuffer()
         if let code {
             data.writeInteger(code)
             // A close frame's payload is at most 125 bytes; cut the reason on a character boundary.
@@ -229,71 +261,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         return self.writeControl(WireFrame.close, data)
     }
 
-    /// The gateway closes this connection (drain, kick) with a code the client sees.
-    func close(code: UInt16, reason: String) {
-        self.perform(self.session.close(code: code, reason: reason))
-    }
-
-    /// Heartbeat: called by the loop's sweep.
-    func tick(now: NIODeadline) {
-        guard self.session.isOpen, let context else { return }
-        if let expiresAt = self.claims?.expiresAt, self.gateway.wallClock() >= expiresAt {
-            self.close(code: self.gateway.configuration.auth.expiredCloseCode, reason: "token expired")
-            return
-        }
-        switch self.liveness.tick(now: now) {
-        case .none:
-            break
-        case .sendPing:
-            self.writeControl(WireFrame.ping, ByteBuffer())
-        case .timedOut:
-            self.session.abandon(reason: "no pong within \(self.gateway.configuration.pongTimeout)")
-            context.close(promise: nil)
-        case .idle:
-            self.close(code: CloseCode.goingAway, reason: "idle timeout")
-        }
-    }
-
     // MARK: Routing
-
-    private enum Pending {
-        case message(ByteBuffer, isText: Bool)
-        case command(ConnectionCommand)
-    }
-
-    private func enqueue(_ work: Pending) {
-        if self.awaitingBackend {
-            self.backlog.append(work)
-        } else {
-            self.run(work)
-        }
-    }
-
-    private func run(_ work: Pending) {
-        switch work {
-        case .message(let buffer, let isText): self.route(buffer, isText: isText)
-        case .command(.join(let room)): self.join(room, after: nil)
-        case .command(.leave(let room)): if self.rooms.contains(room) { self.leave(room) }
-        case .command(.close(let code, let reason)): self.close(code: code, reason: reason)
-        }
-    }
-
-    /// A backend's command (management API), in order with the client's own messages; closes act at once.
-    func perform(_ command: ConnectionCommand) {
-        if case .close(let code, let reason) = command {
-            self.close(code: code, reason: reason)
-        } else {
-            self.enqueue(.command(command))
-        }
-    }
-
-    /// Whether `bytes` more fit in the outbound queue under `limits.outbound_queue_bytes`. A backend's direct send
-    /// that would not fit is refused (429) rather than written, so the backend learns to slow down and the
-    /// client is not dropped for it.
-    func hasRoom(for bytes: Int) -> Bool {
-        guard self.session.isOpen, let channel = self.context?.channel, channel.isWritable else { return false }
-        return self.queuedBytes + self.heldBytes + bytes <= self.gateway.configuration.outboundQueueBytes
-    }
 
     private func route(_ buffer: ByteBuffer, isText: Bool) {
         let configuration = self.gateway.configuration
@@ -306,7 +274,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             return
         }
         let (key, target) = configuration.routes.resolve(selectedKey: selected)
-        self.lastActiveAt = now
+        self.machine.lastActiveAt = now
         self.gateway.metrics.received(route: key, bytes: buffer.readableBytes)
         if let requirement = configuration.auth.routeClaims[key], !self.claimsSatisfy(requirement) {
             self.gateway.metrics.clientError("forbidden")
@@ -325,14 +293,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     private func runApp(_ app: BuiltinApp, buffer: ByteBuffer, isText: Bool, body: JSONValue?, selected: String?, now: Int64) {
         let request = AppRequest(selectedKey: selected, body: body, isBinary: !isText)
-        for effect in BuiltinApps.handle(app, request: request, userId: self.info.userId, rooms: self.rooms, now: now) {
+        for effect in BuiltinApps.handle(app, request: request, userId: self.info.userId, rooms: self.machine.rooms, now: now) {
             switch effect {
             case .reply(let frame): self.send(frame)
             case .error(let message):
                 self.gateway.metrics.clientError("bad_message")
                 self.send(ServerFrames.error(message, timestamp: now))
             case .echo:
-                self.send(buffer, kind: isText ? .text : .binary, flush: true)
+                // Straight from the read buffer, not through an `OutboundFrame` copy.
+                let maxFrame = self.gateway.configuration.maxFrameBytes
+                self.writeNow(WireFrame.encode(isText ? .text : .binary, buffer, maxFrame: maxFrame, allocator: ByteBufferAllocator()), flush: true)
                 self.gateway.metrics.messagesSent.increment()
                 self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
@@ -341,10 +311,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.gateway.broker.publish(message)
             case .join(let room, let after):
                 guard self.mayUse(room, now: now) else { continue }
-                let limit = self.gateway.configuration.maxRoomsPerConnection
-                guard self.rooms.count < limit || self.rooms.contains(room) else {
+                guard self.machine.mayJoin(room) else {
                     self.gateway.metrics.clientError("too_many_rooms")
-                    self.send(ServerFrames.error("Too many rooms (at most \(limit))", timestamp: now))
+                    self.send(ServerFrames.error("Too many rooms (at most \(self.machine.rules.maxRooms))", timestamp: now))
                     continue
                 }
                 self.join(room, after: after)
@@ -391,25 +360,19 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Stage-wide and per-connection throttling: a refused message gets API Gateway's `Too Many Requests` frame, and
     /// a connection that keeps going is closed with 1008.
     private func admitMessage() -> Bool {
-        var refusedBy: String?
-        if let throttle = self.gateway.messageThrottle, !throttle.admit() {
-            refusedBy = "message_rate"
-        } else if self.rateBucket?.take(now: Throttle.now()) == false {
-            refusedBy = "connection_rate"
-        }
-        guard let reason = refusedBy else {
-            self.throttledInARow = 0
+        let stageAdmitted = self.gateway.messageThrottle?.admit() ?? true
+        switch self.machine.throttle(stageAdmitted: stageAdmitted, now: Throttle.now(), at: .now()) {
+        case .admit:
             return true
-        }
-        self.throttledInARow += 1
-        self.gateway.metrics.throttled(reason)
-        if self.throttledInARow >= self.gateway.configuration.throttling.abuseCloseAfter {
-            self.close(code: CloseCode.policyViolation, reason: "rate limit exceeded")
-        } else {
+        case .refuse(let reason):
+            self.gateway.metrics.throttled(reason)
             let frame: JSONValue = [
                 "message": "Too Many Requests", "connectionId": .string(self.info.id.rawValue), "requestId": .string(ConnectionID.random().rawValue),
             ]
             self.send(.text(frame))
+        case .close(let reason, let status):
+            self.gateway.metrics.throttled(reason)
+            self.carryOut(.close(status))
         }
         return false
     }
@@ -440,6 +403,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             switch result {
             case .success(let claims) where claims.userId == userId:
                 self.claims = claims
+                self.machine.expiresAt = claims.expiresAt
                 self.info.authorizer = claims.all
                 var reply: [JSONObject.Member] = [.init("action", "tokenRefreshed")]
                 if let expiresAt = claims.expiresAt { reply.append(.init("expiresAt", .number(String(expiresAt)))) }
@@ -464,15 +428,16 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             let missed = if let after { await broker.history(of: room, after: after, limit: page) } else { RoomHistory.messages([]) }
             return (roster, offset, missed)
         } then: { result in
-            guard !self.disconnected else {
-                // Gone while the registry answered: undo, as $disconnect could not see this room.
-                Task { await broker.leave(room, member: member) }
-                return
-            }
             let now = self.gateway.wallClock()
             switch result {
             case .success(let (roster, offset, missed)):
-                let isNew = self.rooms.insert(room).inserted
+                let joined = self.machine.joined(room)
+                guard joined != .gone else {
+                    // Gone while the registry answered: undo, as $disconnect could not see this room.
+                    Task { await broker.leave(room, member: member) }
+                    return
+                }
+                let isNew = joined == .new
                 if isNew { self.shard.join(room, self) }
                 // Presence goes out before the joiner hears `joinedRoom`: whatever the joiner's answer sets off
                 // (another client joining, say) then happens after it, so nobody gets a stale `userJoined`.
@@ -513,7 +478,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             for entry in entries { self.send(entry.frame) }
             return
         }
-        self.held = []
+        self.machine.replayStarted()
         let (broker, page) = (self.gateway.broker, self.replayPage)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         self.awaitBackend {
@@ -537,9 +502,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 }
             }
         } then: { _ in
-            let held = self.held ?? []
-            (self.held, self.heldBytes) = (nil, 0)
-            for frames in held { self.writeNow(frames, flush: false) }
+            for frames in self.machine.replayEnded() { self.writeNow(frames, flush: false) }
             self.flush()
         }
     }
@@ -547,7 +510,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// One page of a replay, bypassing the hold; completes once the kernel has taken all of it.
     private func writeReplayed(_ entries: [HistoryEntry], on loop: any EventLoop) -> EventLoopFuture<Void> {
         let written = loop.makePromise(of: Void.self)
-        guard let context, self.session.isOpen, !entries.isEmpty else {
+        guard let context, self.machine.isOpen, !entries.isEmpty else {
             written.fail(ChannelError.ioOnClosedChannel)
             return written.futureResult
         }
@@ -564,7 +527,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         }
         self.flush()
         // The kernel taking a page shows the client reads: reads (and so pongs) are off during the replay.
-        written.futureResult.assumeIsolated().whenSuccess { self.liveness.heard(at: .now()) }
+        written.futureResult.assumeIsolated().whenSuccess { self.machine.heard(now: .now()) }
         return written.futureResult
     }
 
@@ -579,14 +542,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     private func leave(_ room: RoomID) {
-        self.rooms.remove(room)
+        guard self.machine.left(room) else { return }
         self.shard.leave(room, self)
-        let (broker, member, presence) = (self.gateway.broker, self.member, self.gateway.configuration.presence)
-        let now = self.gateway.wallClock()
+        let (broker, member) = (self.gateway.broker, self.member)
         self.awaitBackend {
             await broker.leave(room, member: member)
         } then: { _ in
-            if presence { broker.publish(ServerFrames.userLeft(room, userId: member.userId, timestamp: now), to: .room(room)) }
+            self.gateway.publishUserLeft(room, userId: member.userId)
         }
     }
 
@@ -597,89 +559,33 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         then completion: @escaping (Result<T, any Error>) -> Void
     ) {
         guard let context else { return }
-        self.awaitingBackend = true
+        self.machine.backendCallStarted()
         context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         context.eventLoop.makeFutureWithTask(operation).assumeIsolated().whenComplete { result in
-            // Cleared first: the completion may start the next call (a replay's next page), which holds again.
-            self.awaitingBackend = false
+            self.machine.backendCallEnded()
             completion(result)
             // The backlog first: turning reads back on may deliver newer messages at once.
-            while !self.awaitingBackend, self.session.isOpen, !self.backlog.isEmpty {
-                self.run(self.backlog.removeFirst())
+            var next = self.machine.next()
+            while case .run = next {
+                self.carryOut(next)
+                next = self.machine.next()
             }
-            if !self.awaitingBackend, context.channel.isActive {
-                context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-            }
+            self.carryOut(next)
         }
     }
 
     // MARK: $disconnect
 
-    /// Runs once, whatever ended the connection: leaves every room (telling the others) and unregisters.
-    private func runDisconnect() {
-        guard !self.disconnected, let context else { return }
-        self.disconnected = true
-        self.closeTimer?.cancel()
-        self.backlog.removeAll()
-        self.shard.remove(self)
-        let status = self.session.closeStatus ?? (CloseCode.abnormal, "")
+    /// Runs once, whatever ended the connection (``ConnectionStateMachine/channelClosed()``): the hub forgets it,
+    /// and its lease gives back what it held and, off the loop, leaves its rooms and runs `$disconnect`.
+    private func runDisconnect(_ status: ConnectionStateMachine.CloseStatus) {
+        self.shard.remove(self, rooms: self.machine.rooms)
         self.gateway.metrics.disconnected(code: status.code)
-        self.gateway.releaseUser(self.info.userId)
-        self.gateway.slots.subtract(1, ordering: .relaxed)  // at once, not after a slow backend hears `$disconnect`
         self.gateway.logger.info(
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
         )
-        let (gateway, member, rooms, info) = (self.gateway, self.member, self.rooms, self.info)
-        // The connection is gone from the registry (as on API Gateway, where posting to it during `$disconnect` is a
-        // GoneException) before its rooms hear `userLeft` and its backend, however slow, is told; neither happens
-        // here when the cluster swept it meanwhile (its node was cut off from Redis) and did both already.
-        context.eventLoop.makeFutureWithTask {
-            defer { gateway.activeConnections.subtract(1, ordering: .relaxed) }
-            for room in rooms { await gateway.broker.leave(room, member: member) }
-            guard await gateway.broker.unregister(member.connection) else { return }
-            if gateway.configuration.presence {
-                for room in rooms {
-                    gateway.broker.publish(ServerFrames.userLeft(room, userId: member.userId, timestamp: gateway.wallClock()), to: .room(room))
-                }
-            }
-            await Self.deliverDisconnect(info, status: status, gateway: gateway)
-        }.whenComplete { _ in }
-    }
-}
-
-extension WebSocketConnectionHandler {
-    /// Delivers `$disconnect` to its integration at least once: a failed or timed-out attempt is retried with
-    /// exponential backoff (250 ms doubling to 5 s) for `integration.disconnect_retry_for`. API Gateway tries once.
-    static func deliverDisconnect(_ info: ConnectionInfo, status: (code: UInt16, reason: String), gateway: GatewayContext) async {
-        guard let disconnect = gateway.configuration.routes.integration(for: RouteTable.disconnectKey) else { return }
-        let requestId = ConnectionID.random().rawValue
-        let event = LambdaProxyEvent.make(
-            .disconnect,
-            routeKey: RouteTable.disconnectKey,
-            connection: info,
-            apiId: gateway.configuration.apiId,
-            requestId: requestId,
-            now: gateway.wallClock(),
-            close: status
-        )
-        let deadline = ContinuousClock.now + gateway.configuration.integrationDisconnectRetryFor
-        var delay = Duration.milliseconds(250)
-        while true {
-            gateway.metrics.disconnectDeliveryAttempts.increment()
-            if (try? await gateway.invoke(disconnect.url, event: event, route: RouteTable.disconnectKey, requestId: requestId)) != nil {
-                return
-            }
-            guard ContinuousClock.now + delay < deadline else {
-                gateway.integrationLogger.error(
-                    "$disconnect not delivered; gave up",
-                    metadata: ["connectionId": "\(info.id)", "requestId": "\(requestId)", "url": "\(disconnect.url)"]
-                )
-                return
-            }
-            try? await Task.sleep(for: delay)
-            delay = min(delay * 2, .seconds(5))
-        }
+        self.lease.end(.init(info: self.info, rooms: self.machine.rooms, status: status))
     }
 }
 
