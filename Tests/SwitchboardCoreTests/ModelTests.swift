@@ -56,9 +56,6 @@ import Testing
     final class Sink: LocalDelivery {
         func deliver(_ frame: OutboundFrame, to audience: Audience) {}
         func perform(_ command: ConnectionCommand, on connection: ConnectionID) {}
-        func deliverDirect(_ frame: OutboundFrame, to connection: ConnectionID) async -> DirectDelivery { .notHere }
-        func count(_ audience: Audience) async -> Int { 0 }
-        func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64] { [:] }
     }
 
     let room = RoomID("r")!
@@ -365,4 +362,12 @@ final class TestClock: Sendable {
     private let instant = Mutex(ContinuousClock.now)
     var now: @Sendable () -> ContinuousClock.Instant { { self.instant.withLock { $0 } } }
     func advance(by duration: Duration) { self.instant.withLock { $0 += duration } }
+}
+
+/// The queries a broker forwards to its node's connections, answered as by a node without any: these tests' sinks
+/// only record deliveries.
+extension LocalDelivery {
+    func deliverDirect(_ frame: OutboundFrame, to connection: ConnectionID) async -> DirectDelivery { .notHere }
+    func count(_ audience: Audience) async -> Int { 0 }
+    func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64] { [:] }
 }
