@@ -86,9 +86,9 @@ import Testing
         let client = try await node.connect()
         try await client.send(.text, ByteBuffer(bytes: [0xC3, 0x28]))  // invalid UTF-8
         #expect(try await client.frames().map(\.closeCode) == [1007])
-        try await node.tick(after: .seconds(4))
+        await node.loop.advanceTime(by: .seconds(4))
         #expect(client.isActive)
-        try await node.tick(after: .seconds(6))
+        await node.loop.advanceTime(by: .seconds(1))
         try await self.expectEndedOnce(client, on: node)
     }
 

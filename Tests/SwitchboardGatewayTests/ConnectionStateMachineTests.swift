@@ -32,7 +32,7 @@ import Testing
             expiresAt: expiresAt,
             connectedAt: 0
         )
-        #expect(machine.started(channelActive: true, draining: false, now: self.start) == .none)
+        #expect(machine.started(channelActive: true, draining: false) == .none)
         return machine
     }
 
@@ -48,7 +48,7 @@ import Testing
             expiresAt: nil,
             connectedAt: 0
         )
-        #expect(machine.started(channelActive: false, draining: false, now: self.start) == .disconnect(.init(code: 1006, reason: "connection lost")))
+        #expect(machine.started(channelActive: false, draining: false) == .disconnect(.init(code: 1006, reason: "connection lost")))
         #expect(machine.channelClosed() == .none)
     }
 
@@ -60,47 +60,48 @@ import Testing
             expiresAt: nil,
             connectedAt: 0
         )
-        #expect(machine.started(channelActive: true, draining: true, now: self.start) == .close(.init(code: 1001, reason: "server draining")))
+        #expect(machine.started(channelActive: true, draining: true) == .close(.init(code: 1001, reason: "server draining")))
         #expect(!machine.isOpen)
     }
 
     @Test func disconnectRunsExactlyOnceWithTheFirstStatus() {
         var machine = self.machine()
-        #expect(machine.closeRequested(.init(code: 4000, reason: "kicked"), now: self.start) == .close(.init(code: 4000, reason: "kicked")))
-        #expect(machine.closeRequested(.init(code: 1001, reason: "again"), now: self.start) == .none)
-        machine.protocolEnded(.init(code: 1000, reason: "peer"), now: self.start)
+        #expect(machine.closeRequested(.init(code: 4000, reason: "kicked")) == .close(.init(code: 4000, reason: "kicked")))
+        #expect(machine.closeRequested(.init(code: 1001, reason: "again")) == .none)
+        machine.protocolEnded(.init(code: 1000, reason: "peer"))
         #expect(machine.channelClosed() == .disconnect(.init(code: 4000, reason: "kicked")))
         #expect(machine.channelClosed() == .none)
-        #expect(machine.failed("late", now: self.start) == .none)
+        #expect(machine.failed("late") == .none)
+        #expect(machine.closeTimerFired() == .none)
         #expect(machine.tick(now: self.start + .seconds(100), wallClock: 0) == .none)
     }
 
     @Test func thePeersCloseStatusIsReportedWhenItClosedFirst() {
         var machine = self.machine()
-        machine.protocolEnded(.init(code: 1000, reason: "bye"), now: self.start)
+        machine.protocolEnded(.init(code: 1000, reason: "bye"))
         #expect(machine.received(ByteBuffer(string: "late"), isText: true, now: self.start) == .none)
         #expect(machine.channelClosed() == .disconnect(.init(code: 1000, reason: "bye")))
     }
 
     @Test func aProtocolErrorCloseIsDroppedAfterTheCloseTimeout() {
         var machine = self.machine()
-        machine.closeStarted(.init(code: 1002, reason: "bad"), now: self.start)
-        #expect(machine.tick(now: self.start + .seconds(4), wallClock: 0) == .none)
-        #expect(machine.tick(now: self.start + .seconds(5), wallClock: 0) == .drop)
+        machine.closeStarted(.init(code: 1002, reason: "bad"))
+        #expect(machine.tick(now: self.start + .seconds(100), wallClock: 0) == .none)
+        #expect(machine.closeTimerFired() == .drop)
         #expect(machine.channelClosed() == .disconnect(.init(code: 1002, reason: "bad")))
     }
 
     @Test func anErrorBelowTheProtocolDropsWith1006() {
         var machine = self.machine()
-        #expect(machine.failed("reset", now: self.start) == .drop)
+        #expect(machine.failed("reset") == .drop)
         #expect(machine.channelClosed() == .disconnect(.init(code: 1006, reason: "reset")))
     }
 
     @Test func aSlowConsumerIsClosedNowOnce() {
         var machine = self.machine()
         let status = Machine.CloseStatus(code: 1008, reason: "slow consumer: over 100 bytes queued")
-        #expect(machine.writabilityLost(now: self.start) == .closeNow(status))
-        #expect(machine.writabilityLost(now: self.start) == .none)
+        #expect(machine.writabilityLost() == .closeNow(status))
+        #expect(machine.writabilityLost() == .none)
         #expect(machine.channelClosed() == .disconnect(status))
     }
 
@@ -130,7 +131,7 @@ import Testing
         #expect(machine.received(ByteBuffer(string: "a"), isText: true, now: self.start) == .run(self.message("a")))
         machine.backendCallStarted()
         #expect(machine.received(ByteBuffer(string: "b"), isText: true, now: self.start) == .none)
-        #expect(machine.commanded(.join(self.room), now: self.start) == .none)
+        #expect(machine.commanded(.join(self.room)) == .none)
         #expect(machine.received(ByteBuffer(string: "c"), isText: true, now: self.start) == .none)
         machine.backendCallEnded()
         #expect(machine.next() == .run(self.message("b")))
@@ -147,7 +148,7 @@ import Testing
         var machine = self.machine()
         machine.backendCallStarted()
         _ = machine.received(ByteBuffer(string: "queued"), isText: true, now: self.start)
-        #expect(machine.commanded(.close(code: 4000, reason: "bye"), now: self.start) == .close(.init(code: 4000, reason: "bye")))
+        #expect(machine.commanded(.close(code: 4000, reason: "bye")) == .close(.init(code: 4000, reason: "bye")))
         machine.backendCallEnded()
         // Closing: nothing more is run, but reads resume so the peer's close can arrive.
         #expect(machine.next() == .resumeReads)
@@ -159,11 +160,11 @@ import Testing
 
     @Test func throttlingRefusesThenClosesAfterTooManyInARow() {
         var machine = self.machine(abuseCloseAfter: 3, rate: TokenBucket(rate: 1, burst: 1, now: 0))
-        #expect(machine.throttle(stageAdmitted: true, now: 0, at: self.start) == .admit)
-        #expect(machine.throttle(stageAdmitted: true, now: 0, at: self.start) == .refuse(reason: "connection_rate"))
-        #expect(machine.throttle(stageAdmitted: false, now: 0, at: self.start) == .refuse(reason: "message_rate"))
+        #expect(machine.throttle(stageAdmitted: true, now: 0) == .admit)
+        #expect(machine.throttle(stageAdmitted: true, now: 0) == .refuse(reason: "connection_rate"))
+        #expect(machine.throttle(stageAdmitted: false, now: 0) == .refuse(reason: "message_rate"))
         #expect(
-            machine.throttle(stageAdmitted: true, now: 0, at: self.start)
+            machine.throttle(stageAdmitted: true, now: 0)
                 == .close(reason: "connection_rate", .init(code: 1008, reason: "rate limit exceeded"))
         )
         #expect(!machine.isOpen)
@@ -171,9 +172,9 @@ import Testing
 
     @Test func anAdmittedMessageResetsTheRefusalCount() {
         var machine = self.machine(abuseCloseAfter: 2)
-        #expect(machine.throttle(stageAdmitted: false, now: 0, at: self.start) == .refuse(reason: "message_rate"))
-        #expect(machine.throttle(stageAdmitted: true, now: 0, at: self.start) == .admit)
-        #expect(machine.throttle(stageAdmitted: false, now: 0, at: self.start) == .refuse(reason: "message_rate"))
+        #expect(machine.throttle(stageAdmitted: false, now: 0) == .refuse(reason: "message_rate"))
+        #expect(machine.throttle(stageAdmitted: true, now: 0) == .admit)
+        #expect(machine.throttle(stageAdmitted: false, now: 0) == .refuse(reason: "message_rate"))
     }
 
     // MARK: Rooms
@@ -193,7 +194,7 @@ import Testing
 
     @Test func aJoinAnsweredWhileClosingIsKeptForDisconnectToLeave() {
         var machine = self.machine()
-        _ = machine.closeRequested(.init(code: 1000, reason: ""), now: self.start)
+        _ = machine.closeRequested(.init(code: 1000, reason: ""))
         #expect(machine.joined(self.room) == .new)
         #expect(machine.rooms == [self.room])
     }
@@ -212,7 +213,7 @@ import Testing
         machine.replayStarted()
         #expect(machine.liveFrame(ByteBuffer(repeating: 0, count: 101)) == .held)
         #expect(machine.heldOverBound)
-        _ = machine.writabilityLost(now: self.start)
+        _ = machine.writabilityLost()
         #expect(machine.liveFrame(ByteBuffer(string: "late")) == .discard)
         #expect(machine.replayEnded() == [])
     }

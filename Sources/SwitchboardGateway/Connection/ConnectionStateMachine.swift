@@ -41,8 +41,8 @@ struct ConnectionStateMachine {
         /// Nothing waits any more: read from the client again.
         case resumeReads
         case sendPing
-        /// Start the protocol's close handshake with this status; ``tick(now:wallClock:)`` ends it after the close
-        /// timeout if the peer does not answer.
+        /// Start the protocol's close handshake with this status, and the close timer: if the peer has not answered
+        /// when it fires, ``closeTimerFired()`` drops the connection.
         case close(CloseStatus)
         /// Tell the peer this status if the protocol can, and drop the connection without waiting for an answer.
         case closeNow(CloseStatus)
@@ -56,8 +56,8 @@ struct ConnectionStateMachine {
         /// Admitted by `$connect`, not yet on its channel.
         case admitted
         case open
-        /// Closing began at this instant (our close frame, or the peer's, is on its way).
-        case closing(since: NIODeadline)
+        /// Our close frame, or the peer's, is on its way.
+        case closing
         /// The channel is gone and ``Action/disconnect(_:)`` was returned.
         case closed
     }
@@ -99,53 +99,53 @@ struct ConnectionStateMachine {
 
     /// The connection's handler is on its channel. A channel already gone ends at once; one admitted while the node
     /// began draining is closed (the drain's sweep may have missed it).
-    mutating func started(channelActive: Bool, draining: Bool, now: NIODeadline) -> Action {
+    mutating func started(channelActive: Bool, draining: Bool) -> Action {
         guard case .admitted = self.state else { return .none }
         self.state = .open
         if !channelActive { return self.channelClosed() }
-        if draining { return self.closeRequested(CloseStatus(code: CloseCode.goingAway, reason: "server draining"), now: now) }
+        if draining { return self.closeRequested(CloseStatus(code: CloseCode.goingAway, reason: "server draining")) }
         return .none
     }
 
     /// The gateway closes the connection (drain, a backend's DELETE, idle, token expiry): the handler sends the
     /// protocol's close, and the peer has the close timeout to answer.
-    mutating func closeRequested(_ status: CloseStatus, now: NIODeadline) -> Action {
+    mutating func closeRequested(_ status: CloseStatus) -> Action {
         guard self.isOpen else { return .none }
         self.closeStatus = status
-        self.state = .closing(since: now)
+        self.state = .closing
         return .close(status)
     }
 
     /// The protocol began a close handshake itself (a client's protocol error: we sent close and wait).
-    mutating func closeStarted(_ status: CloseStatus, now: NIODeadline) {
+    mutating func closeStarted(_ status: CloseStatus) {
         guard self.isOpen else { return }
         self.closeStatus = status
-        self.state = .closing(since: now)
+        self.state = .closing
     }
 
     /// The protocol ended the exchange (the peer's close arrived or answered ours, or the stream is unreadable):
     /// record its status unless one is known, and stop taking work.
-    mutating func protocolEnded(_ status: CloseStatus?, now: NIODeadline) {
+    mutating func protocolEnded(_ status: CloseStatus?) {
         if self.closeStatus == nil, let status { self.closeStatus = status }
         if case .closed = self.state { return }
-        self.state = .closing(since: now)
+        self.state = .closing
         self.backlog = FIFO()
     }
 
     /// An error below the protocol (TLS, a reset): the connection is dropped, reported as 1006 with the error.
-    mutating func failed(_ description: String, now: NIODeadline) -> Action {
+    mutating func failed(_ description: String) -> Action {
         if case .closed = self.state { return .none }
         if self.closeStatus == nil { self.closeStatus = CloseStatus(code: CloseCode.abnormal, reason: description) }
-        self.state = .closing(since: now)
+        self.state = .closing
         return .drop
     }
 
     /// The client stopped reading and its queue passed the bound: dropped, not waited on, so memory stays bounded.
-    mutating func writabilityLost(now: NIODeadline) -> Action {
+    mutating func writabilityLost() -> Action {
         guard self.isOpen else { return .none }
         let status = CloseStatus(code: self.rules.slowConsumerCloseCode, reason: "slow consumer: over \(self.rules.outboundQueueBytes) bytes queued")
         self.closeStatus = status
-        self.state = .closing(since: now)
+        self.state = .closing
         return .closeNow(status)
     }
 
@@ -169,19 +169,18 @@ struct ConnectionStateMachine {
         self.liveness.heard(at: now)
     }
 
-    /// The heartbeat sweep: pings, the pong and idle timeouts, token expiry, and the close timeout of a close
-    /// handshake the peer does not finish.
+    /// The close timer (started with ``Action/close(_:)``, or by the handler when the protocol began a close)
+    /// fired: a peer that has not finished the handshake is dropped.
+    mutating func closeTimerFired() -> Action {
+        if case .closing = self.state { return .drop }
+        return .none
+    }
+
+    /// The heartbeat sweep: pings, the pong and idle timeouts, and token expiry.
     mutating func tick(now: NIODeadline, wallClock: Int64) -> Action {
-        switch self.state {
-        case .admitted, .closed:
-            return .none
-        case .closing(let since):
-            return now - since >= self.rules.closeTimeout ? .drop : .none
-        case .open:
-            break
-        }
+        guard self.isOpen else { return .none }
         if let expiresAt, wallClock >= expiresAt {
-            return self.closeRequested(CloseStatus(code: self.rules.expiredCloseCode, reason: "token expired"), now: now)
+            return self.closeRequested(CloseStatus(code: self.rules.expiredCloseCode, reason: "token expired"))
         }
         switch self.liveness.tick(now: now) {
         case .none:
@@ -190,10 +189,10 @@ struct ConnectionStateMachine {
             return .sendPing
         case .timedOut:
             self.closeStatus = CloseStatus(code: CloseCode.abnormal, reason: "no pong within \(self.rules.pongTimeout)")
-            self.state = .closing(since: now)
+            self.state = .closing
             return .drop
         case .idle:
-            return self.closeRequested(CloseStatus(code: CloseCode.goingAway, reason: "idle timeout"), now: now)
+            return self.closeRequested(CloseStatus(code: CloseCode.goingAway, reason: "idle timeout"))
         }
     }
 
@@ -207,8 +206,8 @@ struct ConnectionStateMachine {
     }
 
     /// A backend's command; a close acts at once, the others in order with the client's own messages.
-    mutating func commanded(_ command: ConnectionCommand, now: NIODeadline) -> Action {
-        if case .close(let code, let reason) = command { return self.closeRequested(CloseStatus(code: code, reason: reason), now: now) }
+    mutating func commanded(_ command: ConnectionCommand) -> Action {
+        if case .close(let code, let reason) = command { return self.closeRequested(CloseStatus(code: code, reason: reason)) }
         guard self.isOpen else { return .none }
         return self.enqueue(.command(command))
     }
@@ -250,7 +249,7 @@ struct ConnectionStateMachine {
     }
 
     /// Stage-wide (`stageAdmitted`) and per-connection throttling of one message.
-    mutating func throttle(stageAdmitted: Bool, now: Double, at instant: NIODeadline) -> Throttling {
+    mutating func throttle(stageAdmitted: Bool, now: Double) -> Throttling {
         let reason: String
         if !stageAdmitted {
             reason = "message_rate"
@@ -263,7 +262,7 @@ struct ConnectionStateMachine {
         self.throttledInARow += 1
         guard self.throttledInARow >= self.rules.abuseCloseAfter, self.isOpen else { return .refuse(reason: reason) }
         let status = CloseStatus(code: CloseCode.policyViolation, reason: "rate limit exceeded")
-        _ = self.closeRequested(status, now: instant)
+        _ = self.closeRequested(status)
         return .close(reason: reason, status)
     }
 

@@ -26,6 +26,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Bytes written since the last flush: flushed early past a quarter of the outbound bound, so batching never
     /// makes a reader that keeps up look like a slow consumer.
     private var unflushedBytes = 0
+    /// Started when a close handshake begins; its firing goes to the state machine.
+    private var closeTimer: Scheduled<Void>?
 
     init(_ admitted: Admitted, gateway: GatewayContext, now: NIODeadline) {
         let configuration = gateway.configuration
@@ -89,7 +91,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     func perform(_ command: ConnectionCommand) {
-        self.carryOut(self.machine.commanded(command, now: .now()))
+        self.carryOut(self.machine.commanded(command))
     }
 
     func tick(now: NIODeadline) {
@@ -112,7 +114,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         if self.gateway.configuration.welcomeFrame {
             self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
         }
-        self.carryOut(self.machine.started(channelActive: context.channel.isActive, draining: self.gateway.isDraining, now: .now()))
+        self.carryOut(self.machine.started(channelActive: context.channel.isActive, draining: self.gateway.isDraining))
     }
 
     /// The handler keeps its contexts, and a context keeps its handler: the cycle is broken here, when the closed
@@ -132,7 +134,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             self.handle(self.session.decodingFailed(error))
         } else {
             self.gateway.logger.debug("connection error", metadata: ["connectionId": "\(self.info.id)", "error": "\(error)"])
-            self.carryOut(self.machine.failed("\(error)", now: .now()))
+            self.carryOut(self.machine.failed("\(error)"))
         }
     }
 
@@ -146,7 +148,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     /// The client stopped reading and its queue (or a replay's hold) passed the bound.
     private func dropSlowConsumer() {
-        let action = self.machine.writabilityLost(now: .now())
+        let action = self.machine.writabilityLost()
         if action != .none { self.gateway.metrics.slowConsumerCloses.increment() }
         self.carryOut(action)
     }
@@ -165,15 +167,23 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             self.writeControl(WireFrame.pong, payload)
         case .sendClose(let code, let reason):
             self.countClientError(code)
-            self.machine.closeStarted(.init(code: code, reason: reason), now: .now())
+            self.machine.closeStarted(.init(code: code, reason: reason))
             self.writeClose(code: code, reason: reason)
+            self.startCloseTimer(context)
         case .sendCloseAndDisconnect(let code, let reason):
             if let code { self.countClientError(code) }
-            self.machine.protocolEnded(self.sessionStatus, now: .now())
+            self.machine.protocolEnded(self.sessionStatus)
             self.writeClose(code: code, reason: reason).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         case .disconnect:
-            self.machine.protocolEnded(self.sessionStatus, now: .now())
+            self.machine.protocolEnded(self.sessionStatus)
             context.close(promise: nil)
+        }
+    }
+
+    private func startCloseTimer(_ context: ChannelHandlerContext) {
+        guard self.closeTimer == nil else { return }
+        self.closeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: self.machine.rules.closeTimeout) {
+            self.carryOut(self.machine.closeTimerFired())
         }
     }
 
@@ -361,7 +371,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// a connection that keeps going is closed with 1008.
     private func admitMessage() -> Bool {
         let stageAdmitted = self.gateway.messageThrottle?.admit() ?? true
-        switch self.machine.throttle(stageAdmitted: stageAdmitted, now: Throttle.now(), at: .now()) {
+        switch self.machine.throttle(stageAdmitted: stageAdmitted, now: Throttle.now()) {
         case .admit:
             return true
         case .refuse(let reason):
@@ -579,6 +589,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// Runs once, whatever ended the connection (``ConnectionStateMachine/channelClosed()``): the hub forgets it,
     /// and its lease gives back what it held and, off the loop, leaves its rooms and runs `$disconnect`.
     private func runDisconnect(_ status: ConnectionStateMachine.CloseStatus) {
+        self.closeTimer?.cancel()
         self.shard.remove(self, rooms: self.machine.rooms)
         self.gateway.metrics.disconnected(code: status.code)
         self.gateway.logger.info(
