@@ -126,6 +126,15 @@ import Testing
         #expect(Set(self.recording(node).unregistered.withLock { $0 }) == [alice.info.id, bob.info.id])
     }
 
+    @Test func aConnectionAdmittedWhileDrainingGetsItsWelcomeThenA1001() async throws {
+        let node = self.node { $0.welcomeFrame = true }
+        node.gateway.draining.store(true, ordering: .relaxed)
+        let client = try await node.connect()
+        let frames = try await client.frames()
+        #expect(frames.map(\.opcode) == [.text, .connectionClose])
+        #expect(frames.last?.closeCode == 1001)
+    }
+
     @Test func aBackendCloseCommandClosesWithItsCode() async throws {
         let node = self.node()
         let client = try await node.connect()

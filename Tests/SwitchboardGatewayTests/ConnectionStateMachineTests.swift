@@ -32,7 +32,7 @@ import Testing
             expiresAt: expiresAt,
             connectedAt: 0
         )
-        #expect(machine.started(channelActive: true, draining: false) == .none)
+        #expect(machine.started(channelActive: true) == .none)
         return machine
     }
 
@@ -48,20 +48,8 @@ import Testing
             expiresAt: nil,
             connectedAt: 0
         )
-        #expect(machine.started(channelActive: false, draining: false) == .disconnect(.init(code: 1006, reason: "connection lost")))
+        #expect(machine.started(channelActive: false) == .disconnect(.init(code: 1006, reason: "connection lost")))
         #expect(machine.channelClosed() == .none)
-    }
-
-    @Test func admittedWhileDrainingIsClosedWith1001() {
-        var machine = Machine(
-            rules: self.machine().rules,
-            liveness: Liveness(pingInterval: .seconds(1), pongTimeout: .seconds(2), idleTimeout: nil, now: self.start),
-            rateBucket: nil,
-            expiresAt: nil,
-            connectedAt: 0
-        )
-        #expect(machine.started(channelActive: true, draining: true) == .close(.init(code: 1001, reason: "server draining")))
-        #expect(!machine.isOpen)
     }
 
     @Test func disconnectRunsExactlyOnceWithTheFirstStatus() {

@@ -34,9 +34,10 @@ final class ConnectionLease: Sendable {
         self.gateway = gateway
     }
 
-    /// Counts the connection for `userId`: `false` when the user has `limits.max_connections_per_user` already.
+    /// Counts the connection for `userId` (once per lease): `false` when the user has
+    /// `limits.max_connections_per_user` already.
     func countUser(_ userId: String) -> Bool {
-        guard let limit = self.gateway.configuration.maxConnectionsPerUser else { return true }
+        guard let limit = self.gateway.configuration.maxConnectionsPerUser, self.held.withLock({ $0.user == nil }) else { return true }
         let counted = self.gateway.connectionsPerUser.withLock { counts -> Bool in
             guard counts[userId, default: 0] < limit else { return false }
             counts[userId, default: 0] += 1
@@ -87,7 +88,10 @@ final class ConnectionLease: Sendable {
                 if counts[user] == 0 { counts.removeValue(forKey: user) }
             }
         }
-        guard let id = held.registered else { return }
+        guard let id = held.registered else {
+            if held.active { gateway.activeConnections.subtract(1, ordering: .relaxed) }
+            return
+        }
         Task {
             if let departure {
                 let member = RoomMember(connection: id, userId: departure.info.userId)

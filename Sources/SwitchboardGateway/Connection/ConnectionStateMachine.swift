@@ -97,14 +97,11 @@ struct ConnectionStateMachine {
 
     // MARK: Lifecycle
 
-    /// The connection's handler is on its channel. A channel already gone ends at once; one admitted while the node
-    /// began draining is closed (the drain's sweep may have missed it).
-    mutating func started(channelActive: Bool, draining: Bool) -> Action {
+    /// The connection's handler is on its channel: open, or ended at once if the channel is already gone.
+    mutating func started(channelActive: Bool) -> Action {
         guard case .admitted = self.state else { return .none }
         self.state = .open
-        if !channelActive { return self.channelClosed() }
-        if draining { return self.closeRequested(CloseStatus(code: CloseCode.goingAway, reason: "server draining")) }
-        return .none
+        return channelActive ? .none : self.channelClosed()
     }
 
     /// The gateway closes the connection (drain, a backend's DELETE, idle, token expiry): the handler sends the

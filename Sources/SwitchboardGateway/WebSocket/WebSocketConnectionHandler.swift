@@ -111,10 +111,15 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         self.shard.add(self)
         self.gateway.logger.info("connected", metadata: ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"])
+        let started = self.machine.started(channelActive: context.channel.isActive)
         if self.gateway.configuration.welcomeFrame {
             self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
         }
-        self.carryOut(self.machine.started(channelActive: context.channel.isActive, draining: self.gateway.isDraining))
+        self.carryOut(started)
+        if self.gateway.isDraining {
+            // Admitted just before SIGTERM: the drain's sweep may have missed it.
+            self.carryOut(self.machine.closeRequested(.init(code: CloseCode.goingAway, reason: "server draining")))
+        }
     }
 
     /// The handler keeps its contexts, and a context keeps its handler: the cycle is broken here, when the closed
