@@ -2,7 +2,9 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
+import SwitchboardWebSocket
 import Synchronization
 
 /// One registered WebSocket connection, confined to its event loop: reads frames through ``WebSocketSession``,
