@@ -164,6 +164,7 @@ let package = Package(
         .testTarget(
             name: "SwitchboardWebSocketTests",
             dependencies: [
+                "SwitchboardCore",
                 "SwitchboardWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

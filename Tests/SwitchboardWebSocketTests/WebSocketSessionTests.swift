@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import SwitchboardCore
 import SwitchboardWebSocket
 import Testing
 
