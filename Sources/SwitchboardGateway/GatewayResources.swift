@@ -66,15 +66,16 @@ struct GatewayResources: Sendable {
             let root = URL(fileURLWithPath: override)
             return [root, root.appendingPathComponent("Resources")]
         }
-        // Beside the executable (also through a symlink to it), the main bundle, and each loaded bundle's folder,
-        // which is where an `.xctest` bundle's resources sit.
+        // Beside the executable (also through a symlink to it), the main bundle, and the folder of the bundle this
+        // code was loaded from and of each loaded bundle, which is where an `.xctest` bundle's resources sit.
         var places: [URL] = []
         if let executable = Bundle.main.executableURL {
             places.append(executable.deletingLastPathComponent())
             places.append(executable.resolvingSymlinksInPath().deletingLastPathComponent())
         }
         places.append(Bundle.main.bundleURL)
-        places += Bundle.allBundles.map { $0.bundleURL.deletingLastPathComponent() }
+        let loaded = [Bundle(for: GatewayContext.self)] + Bundle.allBundles
+        places += loaded.filter { $0 != Bundle.main }.map { $0.bundleURL.deletingLastPathComponent() }
         var directories: [URL] = []
         for place in places {
             // `.copy("Resources")` keeps the folder: Linux bundles are plain directories, Darwin ones have
