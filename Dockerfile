@@ -7,8 +7,11 @@ WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
 COPY Tests ./Tests
+# The gateway's resource bundle (OpenAPI document, dashboard, browser client) is a directory beside the binary.
 RUN swift build -c release --static-swift-stdlib --product switchboard \
-    && install -D "$(swift build -c release --show-bin-path)/switchboard" /out/switchboard
+    && bin="$(swift build -c release --show-bin-path)" \
+    && install -D "$bin/switchboard" /out/switchboard \
+    && cp -R "$bin/switchboard_SwitchboardGateway.resources" /out/
 
 FROM debian:bookworm-slim
 # libcurl backs the operator commands (send, connections, health); ca-certificates verifies rediss:// and https.
@@ -17,6 +20,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin switchboard
 COPY --from=build /out/switchboard /app/switchboard
+COPY --from=build /out/switchboard_SwitchboardGateway.resources /app/switchboard_SwitchboardGateway.resources
 USER switchboard
 WORKDIR /app
 EXPOSE 8080

@@ -15,6 +15,9 @@ let package = Package(
         .executable(name: "switchboard-bench", targets: ["switchboard-bench"]),
         .library(name: "SwitchboardCore", targets: ["SwitchboardCore"]),
         .library(name: "SwitchboardGateway", targets: ["SwitchboardGateway"]),
+        // For the fuzz package (Fuzz/), which drives the session state machine and builds configurations.
+        .library(name: "SwitchboardWebSocket", targets: ["SwitchboardWebSocket"]),
+        .library(name: "SwitchboardConfiguration", targets: ["SwitchboardConfiguration"]),
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
         // For the fuzz package (Fuzz/), which reads Redis replies with it.
         .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),
@@ -54,19 +57,44 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The node: SwiftNIO WebSocket data path, HTTP side, built-in apps, configuration.
+        // The WebSocket protocol layer (RFC 6455) as value types: the session state machine, heartbeats, frame
+        // encoding. Knows nothing of servers, gateways, configuration or brokers.
         .target(
-            name: "SwitchboardGateway",
+            name: "SwitchboardWebSocket",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Everything an operator can set: the schema (keys, flags, variables, defaults, --help) and the loader that
+        // reads YAML, SWITCHBOARD_* variables and flags into a validated GatewayConfiguration.
+        .target(
+            name: "SwitchboardConfiguration",
             dependencies: [
                 "SwitchboardCore",
                 "SwitchboardRedis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The node: SwiftNIO WebSocket data path, HTTP side, management API, built-in apps, observability.
+        .target(
+            name: "SwitchboardGateway",
+            dependencies: [
+                "SwitchboardConfiguration",
+                "SwitchboardCore",
+                "SwitchboardRedis",
+                "SwitchboardWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -74,6 +102,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            // The files it serves as they are (OpenAPI document, dashboard, browser client, demo), read once at start.
+            resources: [.copy("Resources")],
             swiftSettings: swiftSettings
         ),
         // The Swift client SDK: reconnects with backoff and jitter, heartbeats, rejoins rooms and recovers history.
@@ -92,6 +122,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
+                "SwitchboardConfiguration",
                 "SwitchboardGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -131,9 +162,27 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SwitchboardWebSocketTests",
+            dependencies: [
+                "SwitchboardCore",
+                "SwitchboardWebSocket",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwitchboardConfigurationTests",
+            dependencies: ["SwitchboardConfiguration", "SwitchboardCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SwitchboardGatewayTests",
             dependencies: [
+                "SwitchboardConfiguration",
                 "SwitchboardGateway",
+                "SwitchboardWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),

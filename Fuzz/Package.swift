@@ -6,8 +6,10 @@ import PackageDescription
 // AddressSanitizer in release); internal types are reached with `@testable import`.
 let fuzzDependencies: [Target.Dependency] = [
     "FuzzDriver",
+    .product(name: "SwitchboardConfiguration", package: "switchboard"),
     .product(name: "SwitchboardCore", package: "switchboard"),
     .product(name: "SwitchboardGateway", package: "switchboard"),
+    .product(name: "SwitchboardWebSocket", package: "switchboard"),
     .product(name: "NIOCore", package: "swift-nio"),
     .product(name: "NIOEmbedded", package: "swift-nio"),
     .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -7,6 +7,7 @@ import NIOSSL
 import NIOWebSocket
 import Prometheus
 import ServiceLifecycle
+import SwitchboardConfiguration
 import SwitchboardCore
 import SwitchboardRedis
 import Synchronization
@@ -29,13 +30,15 @@ public final class Gateway: Service {
     ///   - wallClock: milliseconds since 1970 for frame timestamps; tests may fix it.
     ///   - metrics: the registry `/metrics` exposes (pass the one bootstrapped into swift-metrics to export both).
     ///   - makeBroker: builds the broker given this node's local delivery (in-memory unless a cluster is set up).
+    /// - Throws: when the resource files it serves (OpenAPI document, dashboard, browser client) are missing.
     public init(
         configuration: GatewayConfiguration,
         logger: Logger,
         wallClock: (@Sendable () -> Int64)? = nil,
         metrics registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
         makeBroker: ((any LocalDelivery) -> any Broker)? = nil
-    ) {
+    ) throws {
+        let resources = try GatewayResources.load()
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
         let metrics = GatewayMetrics(registry: registry, routes: configuration.routes)
         let hub = LocalHub(group: self.group, metrics: metrics)
@@ -48,7 +51,8 @@ public final class Gateway: Service {
             logger: logger,
             wallClock: wallClock ?? GatewayContext.systemWallClock,
             integrations: hasIntegrations ? IntegrationClient(group: self.group, configuration: configuration) : nil,
-            metrics: metrics
+            metrics: metrics,
+            resources: resources
         )
         if let redis = broker as? RedisBroker {
             let gateway = self.gateway

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 
@@ -27,6 +28,8 @@ final class GatewayContext: Sendable {
     /// HTTP backends, when any route has one.
     let integrations: IntegrationClient?
     let metrics: GatewayMetrics
+    /// The files served over HTTP (OpenAPI document, dashboard, browser client, demo), read when the node started.
+    let resources: GatewayResources
     /// JWT verification, when a key is configured.
     let authenticator: Authenticator?
     /// Stage-wide token buckets (API Gateway's account-level throttling), when configured.
@@ -48,7 +51,8 @@ final class GatewayContext: Sendable {
         logger: Logger,
         wallClock: @escaping @Sendable () -> Int64,
         integrations: IntegrationClient?,
-        metrics: GatewayMetrics
+        metrics: GatewayMetrics,
+        resources: GatewayResources
     ) {
         func subsystem(_ name: String) -> Logger {
             var derived = logger
@@ -67,6 +71,7 @@ final class GatewayContext: Sendable {
         self.startedAt = wallClock()
         self.integrations = integrations
         self.metrics = metrics
+        self.resources = resources
         self.authenticator = configuration.auth.enabled ? Authenticator(configuration.auth, group: hub.group, logger: logger) : nil
         let throttling = configuration.throttling
         self.connectThrottle = Throttle(rate: throttling.connectRate, burst: throttling.connectBurst)

@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import SwitchboardConfiguration
 import SwitchboardGateway
 import UnixSignals
 
@@ -58,7 +59,7 @@ struct Serve: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "switchboard")
-        let gateway = Gateway(configuration: configuration, logger: logger, metrics: registry)
+        let gateway = try Gateway(configuration: configuration, logger: logger, metrics: registry)
         let group = ServiceGroup(
             configuration: .init(services: [gateway], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 import Testing

@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardConfiguration
 import Testing
 
 @testable import SwitchboardGateway

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 import Testing

@@ -1,5 +1,7 @@
 import NIOCore
+import SwitchboardConfiguration
 import SwitchboardCore
+import SwitchboardWebSocket
 import Testing
 
 @testable import SwitchboardGateway

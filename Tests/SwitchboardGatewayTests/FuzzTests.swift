@@ -1,6 +1,7 @@
 import NIOCore
 import NIOWebSocket
 import SwitchboardCore
+import SwitchboardWebSocket
 import Testing
 
 @testable import SwitchboardGateway

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 import Testing

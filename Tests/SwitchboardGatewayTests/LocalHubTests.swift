@@ -2,6 +2,7 @@ import NIOCore
 import NIOEmbedded
 import NIOPosix
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 import Testing

@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOWebSocket
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 import Testing
@@ -35,7 +36,8 @@ final class TestNode: Sendable {
             logger: logger,
             wallClock: { 1_000_000 },
             integrations: nil,
-            metrics: metrics
+            metrics: metrics,
+            resources: try! GatewayResources.load()
         )
     }
 

@@ -44,6 +44,31 @@ def test_compose_runs_redis_two_nodes_and_the_tested_haproxy_config():
     assert "server node1 node1:8080 check" in config and "server node2 node2:8080 check" in config
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "--static-swift-stdlib" in dockerfile and "USER switchboard" in dockerfile and "HEALTHCHECK" in dockerfile
+    # The served files are a resource bundle that must sit beside the binary (see the next test).
+    assert "/app/switchboard_SwitchboardGateway.resources" in dockerfile
+
+
+def test_a_binary_without_its_resource_bundle_refuses_to_start_and_says_where_it_looked(tmp_path):
+    from conftest import BINARY
+
+    alone = tmp_path / "switchboard"
+    alone.write_bytes(BINARY.read_bytes())
+    alone.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(alone), "serve", "--port", "0"], capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode != 0
+    assert str(tmp_path) in result.stderr and "SWITCHBOARD_RESOURCES" in result.stderr, result.stderr
+    bundle = BINARY.parent / "switchboard_SwitchboardGateway.resources"
+    process = subprocess.Popen(
+        [str(alone), "serve", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**env, "SWITCHBOARD_RESOURCES": str(bundle)},
+    )
+    try:
+        eventually(lambda: process.poll() is None and "listening" in (process.stdout.readline() or ""), timeout=10,
+                   message="the binary serves with SWITCHBOARD_RESOURCES naming the bundle")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def test_health_command_is_the_container_health_check(server):

@@ -5,6 +5,7 @@ import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
 
 @testable import SwitchboardGateway
@@ -60,6 +61,8 @@ enum Fixture {
     static let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
     static let gateway: GatewayContext = {
+        let resources: GatewayResources
+        do { resources = try GatewayResources.load() } catch { fatalError("\(error)") }
         var configuration = GatewayConfiguration()
         configuration.allowedOrigins = ["https://app.example.com", "https://*.example.org"]
         configuration.maxConnections = 1000
@@ -74,7 +77,8 @@ enum Fixture {
             logger: logger,
             wallClock: { 1_795_455_469_866 },
             integrations: nil,
-            metrics: metrics
+            metrics: metrics,
+            resources: resources
         )
     }()
 }

@@ -1,5 +1,6 @@
 import Foundation
 import FuzzDriver
+import SwitchboardConfiguration
 import SwitchboardCore
 
 @testable import SwitchboardGateway

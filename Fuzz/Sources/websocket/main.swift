@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOWebSocket
 import SwitchboardCore
+import SwitchboardWebSocket
 
 @testable import SwitchboardGateway
 

@@ -1,5 +1,6 @@
 import NIOCore
 import SwitchboardCore
+import SwitchboardWebSocket
 
 /// A client connection as the hub delivers to it, whatever its wire protocol or transport: a WebSocket speaking the
 /// seed JSON protocol today, a Socket.IO socket or a long-polling session (no socket of its own) next. Every method is

@@ -1,5 +1,6 @@
 import Logging
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 

@@ -1,5 +1,6 @@
 import NIOCore
 import SwitchboardCore
+import SwitchboardWebSocket
 
 /// Everything one connection decides, whatever its wire protocol, as a value type over injected time: its
 /// lifecycle, the order of its work around backend calls, throttling, liveness, the replay hold, its rooms and every

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 

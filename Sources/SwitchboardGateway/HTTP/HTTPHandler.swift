@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 
@@ -269,7 +270,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         if path == "/dashboard" {
-            var response = GatewayResponse(.ok, body: Array(DashboardPage.html.utf8))
+            var response = GatewayResponse(.ok, body: self.gateway.resources.dashboardPage)
             response.headers = [("Content-Type", "text/html; charset=utf-8")]
             self.write(response, keepAlive: head.isKeepAlive, context: context)
             return
@@ -318,11 +319,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.GET, "/health/websocket"):
             return self.websocketHealth()
         case (.GET, "/client/switchboard.js"):
-            var response = GatewayResponse(.ok, body: Array(ClientAssets.javascript.utf8))
+            var response = GatewayResponse(.ok, body: self.gateway.resources.clientScript)
             response.headers = [("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "max-age=300")]
             return response
         case (.GET, "/demo"):
-            var response = GatewayResponse(.ok, body: Array(ClientAssets.demoPage.utf8))
+            var response = GatewayResponse(.ok, body: self.gateway.resources.demoPage)
             response.headers = [("Content-Type", "text/html; charset=utf-8")]
             return response
         default:

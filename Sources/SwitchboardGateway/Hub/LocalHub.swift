@@ -1,6 +1,7 @@
 import NIOCore
 import Prometheus
 import SwitchboardCore
+import SwitchboardWebSocket
 
 /// This node's connections, sharded by event loop: each shard is owned by one loop and touched only there, so
 /// delivery takes no lock. A frame for an audience costs one hop per loop, then one write per local recipient.

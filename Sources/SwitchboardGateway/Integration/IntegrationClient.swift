@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import SwitchboardConfiguration
 import SwitchboardCore
 
 /// A backend's answer to an event, read the way API Gateway reads a Lambda-proxy response: a JSON object with

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 
@@ -104,7 +105,7 @@ struct ManagementAPI: Sendable {
     private func dispatch(_ request: ManagementRequest) async throws -> GatewayResponse {
         guard let segments = Self.route(request.uri) else { throw ManagementError.notFound("Not Found") }
         if segments == ["@openapi.json"], request.method == .GET {
-            return GatewayResponse(.ok, json: try JSONValue.parse(OpenAPIDocument.json))
+            return GatewayResponse(.ok, json: self.gateway.resources.openAPIDocument)
         }
         // An oversized body was not kept, so it cannot be signature-checked: refuse it for its size first.
         guard !request.bodyTooLarge else { throw ManagementError.payloadTooLarge(limit: self.gateway.configuration.maxMessageBytes) }

@@ -1,4 +1,5 @@
 import Crypto
+import SwitchboardCore
 
 /// Verifies AWS Signature Version 4 on management requests, the way API Gateway's `@connections` endpoint does, so
 /// that boto3's `apigatewaymanagementapi` client and every other AWS SDK sign requests that Switchboard accepts.

@@ -4,6 +4,7 @@ import JWTKit
 import Logging
 import NIOCore
 import NIOHTTP1
+import SwitchboardConfiguration
 import SwitchboardCore
 import Synchronization
 

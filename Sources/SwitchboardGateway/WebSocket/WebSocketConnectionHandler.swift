@@ -2,7 +2,9 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import Prometheus
+import SwitchboardConfiguration
 import SwitchboardCore
+import SwitchboardWebSocket
 
 /// One WebSocket connection speaking the seed JSON protocol, confined to its event loop. It reports every channel
 /// event to two value-type machines and carries out what they return: ``WebSocketSession`` (RFC 6455 framing and the

@@ -1,9 +1,9 @@
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import SwitchboardCore
+import SwitchboardWebSocket
 import Testing
-
-@testable import SwitchboardGateway
 
 @Suite struct WebSocketSessionTests {
     let mask = WebSocketMaskingKey([1, 2, 3, 4])!

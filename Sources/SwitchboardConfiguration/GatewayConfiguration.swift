@@ -102,6 +102,8 @@ public struct GatewayConfiguration: Sendable {
         public var routeClaims: [String: String] = [:]
 
         public var enabled: Bool { self.hmacSecret != nil || self.publicKeyFile != nil || self.jwks != nil }
+
+        public init() {}
     }
 
     /// Stage-wide and per-connection limits, as API Gateway throttles (0 turns a bucket off).
@@ -114,6 +116,8 @@ public struct GatewayConfiguration: Sendable {
         public var perConnectionBurst = 0
         /// Throttled messages in a row after which the connection is closed with 1008.
         public var abuseCloseAfter = 50
+
+        public init() {}
     }
 
     public var auth = Authentication()

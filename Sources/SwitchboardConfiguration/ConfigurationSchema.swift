@@ -655,9 +655,3 @@ extension String {
         String(self.map { characters.contains($0) ? replacement : $0 })
     }
 }
-
-extension StringProtocol {
-    func trimmingWhitespace() -> String {
-        String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
-    }
-}

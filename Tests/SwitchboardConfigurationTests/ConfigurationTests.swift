@@ -1,7 +1,6 @@
+import SwitchboardConfiguration
 import SwitchboardCore
 import Testing
-
-@testable import SwitchboardGateway
 
 @Suite struct ConfigurationTests {
     /// Sizes and durations are multiplied by their unit: an absurd one is refused, never an overflow trap.

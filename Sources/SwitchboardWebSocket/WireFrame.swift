@@ -4,22 +4,22 @@ import SwitchboardCore
 /// Server frames as bytes on the wire (RFC 6455 §5.2). A server's frames are never masked, so one encoding serves
 /// every recipient: the hub encodes a room message once and each member's socket writes the same buffer, with no
 /// per-recipient header allocation and one iovec per frame.
-enum WireFrame {
-    static let continuation: UInt8 = 0x0
-    static let text: UInt8 = 0x1
-    static let binary: UInt8 = 0x2
-    static let close: UInt8 = 0x8
-    static let ping: UInt8 = 0x9
-    static let pong: UInt8 = 0xA
+public enum WireFrame: Sendable {
+    public static let continuation: UInt8 = 0x0
+    public static let text: UInt8 = 0x1
+    public static let binary: UInt8 = 0x2
+    public static let close: UInt8 = 0x8
+    public static let ping: UInt8 = 0x9
+    public static let pong: UInt8 = 0xA
 
     /// A text or binary message, fragmented past `maxFrame` bytes.
-    static func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, maxFrame: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+    public static func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, maxFrame: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
         Self.encode(kind == .text ? Self.text : Self.binary, payload, maxFrame: maxFrame, allocator: allocator)
     }
 
     /// `payload` as one frame, or as fragments of at most `maxFrame` bytes when it is larger (clients may cap the
     /// frame size they accept below the message size).
-    static func encode(_ opcode: UInt8, _ payload: ByteBuffer, maxFrame: Int = .max, allocator: ByteBufferAllocator) -> ByteBuffer {
+    public static func encode(_ opcode: UInt8, _ payload: ByteBuffer, maxFrame: Int = .max, allocator: ByteBufferAllocator) -> ByteBuffer {
         var payload = payload
         let fragment = max(maxFrame, 1)
         var wire = allocator.buffer(capacity: payload.readableBytes + 10 * (payload.readableBytes / fragment + 1))

@@ -6,6 +6,10 @@ import Yams
 public enum ConfigurationLoader {
     /// The variable that names the YAML file when `--config` is absent.
     public static let configFileVariable = "SWITCHBOARD_CONFIG"
+    /// The variable that names the directory of the gateway's resource files (OpenAPI document, dashboard, browser
+    /// client), when they are not in the resource bundle beside the executable. Not a configuration key: the
+    /// gateway reads it when it starts.
+    public static let resourcesVariable = "SWITCHBOARD_RESOURCES"
 
     public static func load(
         yaml: String?,
@@ -19,7 +23,7 @@ public enum ConfigurationLoader {
             }
         }
         for (name, text) in environment.sorted(by: { $0.key < $1.key }) where name.hasPrefix("SWITCHBOARD_") {
-            if name == self.configFileVariable { continue }
+            if name == self.configFileVariable || name == self.resourcesVariable { continue }
             guard let option = ConfigurationSchema.options.first(where: { $0.environmentVariable == name }) else {
                 throw ConfigurationError(key: name, reason: "unknown environment variable; see switchboard serve --help")
             }

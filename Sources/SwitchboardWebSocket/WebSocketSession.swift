@@ -5,8 +5,8 @@ import SwitchboardCore
 /// The RFC 6455 rules for one server-side connection, as a value-type state machine: it takes decoded frames and
 /// says what to do, and the channel handler does it. Reassembles fragmented messages within the size limit,
 /// validates UTF-8 and close frames, and runs the close handshake.
-struct WebSocketSession {
-    enum Action: Equatable {
+public struct WebSocketSession: Sendable {
+    public enum Action: Equatable, Sendable {
         /// A complete message for the router.
         case deliver(ByteBuffer, isText: Bool)
         /// Answer a ping with this payload.
@@ -30,25 +30,25 @@ struct WebSocketSession {
         case closed
     }
 
-    let maxMessageBytes: Int
-    let rejectBinary: Bool
+    public let maxMessageBytes: Int
+    public let rejectBinary: Bool
     private var state = State.open
     /// The code and reason the connection ended with, as `$disconnect` reports them.
-    private(set) var closeStatus: (code: UInt16, reason: String)?
+    public private(set) var closeStatus: (code: UInt16, reason: String)?
 
-    init(maxMessageBytes: Int, rejectBinary: Bool) {
+    public init(maxMessageBytes: Int, rejectBinary: Bool) {
         self.maxMessageBytes = maxMessageBytes
         self.rejectBinary = rejectBinary
     }
 
-    var isOpen: Bool {
+    public var isOpen: Bool {
         switch self.state {
         case .open, .fragmented: true
         case .closeSent, .closed: false
         }
     }
 
-    mutating func receive(_ frame: WebSocketFrame) -> Action {
+    public mutating func receive(_ frame: WebSocketFrame) -> Action {
         switch self.state {
         case .closed:
             return .none
@@ -100,19 +100,19 @@ struct WebSocketSession {
     }
 
     /// The gateway decided to close (timeout, slow consumer, drain, kick).
-    mutating func close(code: UInt16, reason: String) -> Action {
+    public mutating func close(code: UInt16, reason: String) -> Action {
         guard self.isOpen else { return .none }
         return self.fail(code, reason)
     }
 
     /// The connection ends without a handshake (lost, or dropped as dead): `1006` unless a status was recorded.
-    mutating func abandon(reason: String) {
+    public mutating func abandon(reason: String) {
         self.state = .closed
         if self.closeStatus == nil { self.closeStatus = (CloseCode.abnormal, reason) }
     }
 
     /// A decoder error: the frame could not be read, and neither can anything after it.
-    mutating func decodingFailed(_ error: NIOWebSocketError) -> Action {
+    public mutating func decodingFailed(_ error: NIOWebSocketError) -> Action {
         let status: (UInt16, String) =
             switch error {
             case .invalidFrameLength: (CloseCode.messageTooBig, "frame exceeds the frame size limit")

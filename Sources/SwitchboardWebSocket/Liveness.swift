@@ -2,8 +2,8 @@ import NIOCore
 
 /// Heartbeat and idle rules for one connection, as a state machine over injected time: the handler reports what
 /// arrives and asks `tick(now:)` what to do, so tests drive it with plain numbers instead of waiting.
-struct Liveness {
-    enum Action: Equatable {
+public struct Liveness: Sendable {
+    public enum Action: Equatable, Sendable {
         case none
         case sendPing
         /// Nothing arrived, not even a pong, within the pong timeout: the peer is gone.
@@ -12,14 +12,14 @@ struct Liveness {
         case idle
     }
 
-    let pingInterval: TimeAmount
-    let pongTimeout: TimeAmount
-    let idleTimeout: TimeAmount?
+    public let pingInterval: TimeAmount
+    public let pongTimeout: TimeAmount
+    public let idleTimeout: TimeAmount?
     private var lastHeard: NIODeadline
     private var lastMessage: NIODeadline
     private var lastPing: NIODeadline
 
-    init(pingInterval: TimeAmount, pongTimeout: TimeAmount, idleTimeout: TimeAmount?, now: NIODeadline) {
+    public init(pingInterval: TimeAmount, pongTimeout: TimeAmount, idleTimeout: TimeAmount?, now: NIODeadline) {
         self.pingInterval = pingInterval
         self.pongTimeout = pongTimeout
         self.idleTimeout = idleTimeout
@@ -29,17 +29,17 @@ struct Liveness {
     }
 
     /// Any frame arrived (pongs included).
-    mutating func heard(at now: NIODeadline) { self.lastHeard = now }
+    public mutating func heard(at now: NIODeadline) { self.lastHeard = now }
 
     /// A data message arrived: the connection is in use.
-    mutating func messageReceived(at now: NIODeadline) {
+    public mutating func messageReceived(at now: NIODeadline) {
         self.lastHeard = now
         self.lastMessage = now
     }
 
-    var lastActiveAt: NIODeadline { self.lastMessage }
+    public var lastActiveAt: NIODeadline { self.lastMessage }
 
-    mutating func tick(now: NIODeadline) -> Action {
+    public mutating func tick(now: NIODeadline) -> Action {
         if now - self.lastHeard >= self.pongTimeout { return .timedOut }
         if let idleTimeout = self.idleTimeout, now - self.lastMessage >= idleTimeout { return .idle }
         if now - self.lastPing >= self.pingInterval {
