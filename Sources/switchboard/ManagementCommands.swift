@@ -54,7 +54,8 @@ struct Send: AsyncParsableCommand {
     @Flag(help: "Send to every connection.")
     var broadcast = false
 
-    @Argument(help: "CONNECTION_ID (unless --room, --user or --broadcast), then DATA.")
+    /// Unrecognised dashes are arguments too: a connection id may start with `-` (ids are URL-safe base64).
+    @Argument(parsing: .allUnrecognized, help: "CONNECTION_ID (unless --room, --user or --broadcast), then DATA.")
     var arguments: [String]
 
     func run() async throws {

@@ -296,6 +296,9 @@ def test_operator_commands_send_and_connections(managed):
         result = run("send", cid, "from the cli")
         assert result.returncode == 0, result.stderr
         assert ws.recv(timeout=5) == "from the cli"
+        # Ids are URL-safe base64, so one may start with "-": it is an id, not an unknown option (exit 64).
+        result = run("send", "-AAAAAAAAAAAAAA=", "x")
+        assert result.returncode != 0 and "answered 410" in result.stderr, result.stderr
         result = run("send", "--room", "ops", '{"n":1}')
         assert result.returncode == 0 and "delivered to 1 connection" in result.stdout
         assert recv_json(ws) == {"n": 1}
