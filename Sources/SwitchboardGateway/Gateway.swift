@@ -113,8 +113,8 @@ public final class Gateway: Service {
         let configuration = self.gateway.configuration
         try await self.gateway.authenticator?.prepare()
         let management = ManagementAPI(gateway: self.gateway)
-        let server = try await self.bootstrap(management: configuration.managementPort == nil ? management : nil, webSocket: true)
-            .bind(host: configuration.host, port: configuration.port).get()
+        let listeners = try await self.listen(management: configuration.managementPort == nil ? management : nil)
+        let server = listeners[0]
         self.boundAddress.withLock { $0 = server.localAddress }
         self.gateway.logger.info(
             "listening",
@@ -123,9 +123,9 @@ public final class Gateway: Service {
                 "cluster": "\(configuration.redisURL == nil ? "none (in-memory)" : configuration.nodeId)",
             ]
         )
-        var servers = [server]
+        var servers = listeners
         if let port = configuration.managementPort {
-            let separate = try await self.bootstrap(management: management, webSocket: false).bind(host: configuration.host, port: port).get()
+            let separate = try await self.bootstrap(self.group, management: management, webSocket: false).bind(host: configuration.host, port: port).get()
             self.gateway.logger.info("management API listening", metadata: ["address": "\(separate.localAddress.map { "\($0)" } ?? "?")"])
             servers.append(separate)
         }
@@ -215,13 +215,33 @@ public final class Gateway: Service {
         }
     }
 
-    private func bootstrap(management: ManagementAPI?, webSocket: Bool) -> ServerBootstrap {
+    /// The WebSocket port: one listening socket per event loop (`SO_REUSEPORT`), so the kernel spreads new
+    /// connections over the loops and each loop accepts and serves its own. With one listener, one loop accepts for
+    /// all of them between serving its own connections, and a reconnect storm overflows the listen queue while the
+    /// other loops idle. A plain bind comes first: it fails when anyone holds the port (with `SO_REUSEPORT` alone, a
+    /// second node started on the same port by mistake would silently share it), and resolves port 0.
+    private func listen(management: ManagementAPI?) async throws -> [any Channel] {
+        let (host, loops) = (self.gateway.configuration.host, Array(self.group.makeIterator()))
+        let probe = try await self.bootstrap(self.group, management: management, webSocket: true).bind(host: host, port: self.gateway.configuration.port).get()
+        guard loops.count > 1, let port = probe.localAddress?.port else { return [probe] }
+        try await probe.close()
+        var listeners: [any Channel] = []
+        for loop in loops {
+            let bootstrap = self.bootstrap(loop, management: management, webSocket: true).serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            listeners.append(try await bootstrap.bind(host: host, port: port).get())
+        }
+        return listeners
+    }
+
+    private func bootstrap(_ group: any EventLoopGroup, management: ManagementAPI?, webSocket: Bool) -> ServerBootstrap {
         let gateway = self.gateway
         let node = self  // each accepted connection reads the current TLS context, which SIGHUP may have replaced
         let queue = gateway.configuration.outboundQueueBytes
-        return ServerBootstrap(group: self.group)
+        return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Accept up to 64 connections per wake-up (NIO's default is 4): a storm drains the listen queue faster.
+            .serverChannelOption(.maxMessagesPerRead, value: 64)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: queue / 2, high: queue))
             // Each channel keeps its last receive buffer for reuse; NIO's default first buffer is 2 KiB, a third of
@@ -256,10 +276,7 @@ public final class Gateway: Service {
                     upgrade.value.rejection = refusal.response
                     return channel.eventLoop.makeSucceededFuture(nil)
                 case .success(let candidate):
-                    return channel.eventLoop.makeFutureWithTask {
-                        try await Admission.authorize(candidate, head: head, gateway: gateway)
-                    }
-                    .map { info, claims -> HTTPHeaders? in
+                    func answer(_ info: ConnectionInfo, _ claims: VerifiedClaims?) -> HTTPHeaders? {
                         guard channel.isActive else {
                             // The client left during the checks: no handler will ever run, so no `$disconnect`.
                             candidate.lease.end(nil)
@@ -271,7 +288,7 @@ public final class Gateway: Service {
                         if let subprotocol = candidate.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
                         return headers
                     }
-                    .recover { error in
+                    func refuse(_ error: any Error) -> HTTPHeaders? {
                         candidate.lease.end(nil)
                         if let refusal = error as? GatewayResponseError {
                             gateway.metrics.rejected(refusal.reason)
@@ -283,6 +300,17 @@ public final class Gateway: Service {
                         }
                         return nil
                     }
+                    do {
+                        if let (info, claims) = try Admission.authorizeNow(candidate, gateway: gateway) {
+                            return channel.eventLoop.makeSucceededFuture(answer(info, claims))
+                        }
+                    } catch {
+                        return channel.eventLoop.makeSucceededFuture(refuse(error))
+                    }
+                    return channel.eventLoop.makeFutureWithTask {
+                        try await Admission.authorize(candidate, head: head, gateway: gateway)
+                    }
+                    .assumeIsolated().map(answer).recover(refuse).nonisolated()
                 }
             },
             upgradePipelineHandler: { channel, _ in

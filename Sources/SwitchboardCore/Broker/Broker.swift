@@ -121,6 +121,9 @@ public struct Page<Item: Sendable>: Sendable {
 public protocol Broker: Sendable {
     /// Records a connection that has passed `$connect`.
     func register(_ connection: ConnectionInfo) async throws
+    /// Records it without suspending, when the registry needs no I/O (a single node's): `false` when it cannot, and
+    /// nothing was recorded. A handshake that needs nothing else asynchronous then never leaves its event loop.
+    func registerNow(_ connection: ConnectionInfo) -> Bool
     /// Forgets a connection; called once, when it closes.
     /// - Returns: whether this node runs the connection's `$disconnect`: `false` when the cluster already ran it
     ///   (it swept this node while it was cut off from Redis). So each `$disconnect` runs exactly once.
@@ -162,6 +165,7 @@ public protocol Broker: Sendable {
 extension Broker {
     public func run() async {}
     public var isConnected: Bool { true }
+    public func registerNow(_ connection: ConnectionInfo) -> Bool { false }
 
     /// Sends a frame to one connection wherever it is (`POST @connections/{id}`): written at once on this node, or
     /// refused when its queue is full; published to its node when another node holds it.

@@ -75,7 +75,13 @@ public final class InMemoryBroker: Broker {
     }
 
     public func register(_ connection: ConnectionInfo) async throws {
+        _ = self.registerNow(connection)
+    }
+
+    /// The registry is this process's memory: a handshake registers without leaving its event loop.
+    public func registerNow(_ connection: ConnectionInfo) -> Bool {
         self.byConnection.withLock(connection.id.rawValue) { $0.info[connection.id] = connection }
+        return true
     }
 
     /// Forgets the connection and its set of rooms; the gateway has left each room before.

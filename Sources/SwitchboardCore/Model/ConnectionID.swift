@@ -22,7 +22,9 @@ public struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     public static func random(using generator: inout some RandomNumberGenerator) -> ConnectionID {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
         // 11 bytes = three 24-bit groups of four characters, the last group two bytes short: 15 characters and `=`.
-        let bytes = (0..<11).map { _ in UInt8.random(in: .min ... .max, using: &generator) } + [0]
+        // Two draws, not one per byte: with the system generator each draw is a `getrandom` call.
+        let (high, low) = (generator.next(), generator.next())
+        let bytes = (0..<8).map { UInt8(truncatingIfNeeded: high >> ($0 * 8)) } + (0..<3).map { UInt8(truncatingIfNeeded: low >> ($0 * 8)) } + [0]
         var characters = [UInt8]()
         characters.reserveCapacity(16)
         for group in stride(from: 0, to: 12, by: 3) {

@@ -54,6 +54,13 @@ final class ConnectionLease: Sendable {
         self.held.withLock { $0.registered = info.id }
     }
 
+    /// Registers without suspending, when the broker can (``Broker/registerNow(_:)``).
+    func registerNow(_ info: ConnectionInfo) -> Bool {
+        guard self.gateway.broker.registerNow(info) else { return false }
+        self.held.withLock { $0.registered = info.id }
+        return true
+    }
+
     /// The upgrade is answered: the connection counts as active until its `$disconnect` has run.
     func open() {
         self.held.withLock { $0.active = true }

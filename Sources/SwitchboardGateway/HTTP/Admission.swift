@@ -149,15 +149,30 @@ enum Admission {
                 throw GatewayResponseError(.message(.unauthorized, "Unauthorized: \(error.reason)"), reason: "unauthorized")
             }
         }
-        guard candidate.lease.countUser(info.userId) else {
+        try self.countUser(candidate.lease, info.userId, gateway: gateway)
+        info = try await self.runConnectRoute(info, head: head, gateway: gateway)
+        try await candidate.lease.register(info)
+        return (info, claims)
+    }
+
+    /// ``authorize(_:head:gateway:)`` without leaving the event loop, when none of its steps needs I/O (no JWT key,
+    /// no `$connect` route, a broker that registers in memory): no task and no thread hop per handshake, which is
+    /// most of what admission costs beyond HTTP. `nil` when a step needs I/O, and then nothing was taken.
+    static func authorizeNow(_ candidate: Candidate, gateway: GatewayContext) throws -> (ConnectionInfo, VerifiedClaims?)? {
+        guard gateway.authenticator == nil, gateway.configuration.routes.integration(for: RouteTable.connectKey) == nil,
+            candidate.lease.registerNow(candidate.info)
+        else { return nil }
+        try self.countUser(candidate.lease, candidate.info.userId, gateway: gateway)
+        return (candidate.info, nil)
+    }
+
+    private static func countUser(_ lease: ConnectionLease, _ userId: String, gateway: GatewayContext) throws {
+        guard lease.countUser(userId) else {
             throw GatewayResponseError(
                 .message(.tooManyRequests, "Too many connections for this user (at most \(gateway.configuration.maxConnectionsPerUser ?? 0))"),
                 reason: "max_connections_per_user"
             )
         }
-        info = try await self.runConnectRoute(info, head: head, gateway: gateway)
-        try await candidate.lease.register(info)
-        return (info, claims)
     }
 
     /// Runs the `$connect` integration, when there is one: a 2xx reply admits the connection (with the reply's
