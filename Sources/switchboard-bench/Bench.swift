@@ -18,7 +18,8 @@ struct Bench: AsyncParsableCommand {
         commandName: "switchboard-bench",
         abstract: "Load scenarios for Switchboard and its peers; prints one JSON line per run.",
         subcommands: [
-            Connections.self, Churn.self, PingPong.self, RoomFanout.self, ClusterFanout.self, ManagementPost.self, Integration.self,
+            Connections.self, Churn.self, Storm.self, PingPong.self, RoomFanout.self, ManyRooms.self, ClusterFanout.self, ManagementPost.self,
+            Integration.self,
         ]
     )
 }
@@ -55,6 +56,15 @@ func residentKiB(_ pid: Int32?) -> Int? {
     }
 }
 
+/// CPU seconds the process has used, user and system (`/proc/PID/stat` fields 14 and 15, after the command name).
+func cpuSeconds(_ pid: Int32?) -> Double? {
+    guard let pid, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 12,
+        let user = Double(fields[11]), let system = Double(fields[12])
+    else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 /// Microseconds on the system's monotonic clock: comparable across threads and processes on this machine.
 func nowMicros() -> UInt64 { NIODeadline.now().uptimeNanoseconds / 1000 }
 
@@ -66,6 +76,7 @@ final class Tally: Sendable {
     let count = Atomic<Int>(0)
     private let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))  // microseconds
     private let firstFailure = Mutex<String?>(nil)
+    private let kinds = Mutex<[String: Int]>([:])
 
     func record(since start: UInt64) {
         let elapsed = nowMicros() &- start
@@ -75,6 +86,12 @@ final class Tally: Sendable {
     func fail(_ reason: String) {
         self.failed.add(1, ordering: .relaxed)
         self.firstFailure.withLock { $0 = $0 ?? reason }
+        self.kinds.withLock { $0[String(reason.prefix(80)), default: 0] += 1 }
+    }
+
+    /// How many failed for each reason (its first 80 characters: the reasons name no connection).
+    var failuresByKind: JSONValue {
+        .object(JSONObject(self.kinds.withLock { $0 }.sorted { $0.key < $1.key }.map { JSONObject.Member($0.key, number($0.value)) }))
     }
 
     var latencies: Histogram<UInt64> { self.histogram.withLock { $0 } }
@@ -134,10 +151,22 @@ func open(
     userPrefix: String = "u",
     behaviour: Behaviour
 ) async throws -> [any Channel] {
+    try await open(count, rate: rate, urls: urls, dialer: dialer, userPrefix: userPrefix) { _ in behaviour }
+}
+
+/// `open` with each connection's behaviour made from its index.
+func open(
+    _ count: Int,
+    rate: Int,
+    urls: [WebSocketURL],
+    dialer: Dialer,
+    userPrefix: String = "u",
+    behaviours: (Int) -> Behaviour
+) async throws -> [any Channel] {
     var dials: [EventLoopFuture<any Channel>] = []
     let started = ContinuousClock.now
     for index in 0..<count {
-        dials.append(dialer.dial(urls[index % urls.count].adding("userId", "\(userPrefix)\(index)"), index: index, behaviour: behaviour))
+        dials.append(dialer.dial(urls[index % urls.count].adding("userId", "\(userPrefix)\(index)"), index: index, behaviour: behaviours(index)))
         if index % 50 == 49 {
             let due = started + .milliseconds(Int64(index + 1) * 1000 / Int64(rate))
             if ContinuousClock.now < due { try await Task.sleep(until: due) }

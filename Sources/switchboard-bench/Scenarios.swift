@@ -67,6 +67,71 @@ struct Churn: AsyncParsableCommand {
     }
 }
 
+struct Storm: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: """
+            N connections with no rate limit, at most K handshakes in flight; admitted/s over the whole burst, handshake \
+            latency (TCP connect start to the 101), failures by kind, the server's CPU.
+            """
+    )
+
+    @OptionGroup var target: Target
+    @Option var count = 10_000
+    @Option(help: "Handshakes in flight at most: each one that ends, either way, starts the next.") var inFlight = 1000
+    @Option(help: "Seconds the burst may take; handshakes still in flight then count as timed out.") var timeout = 60.0
+
+    func run() async throws {
+        let (dialer, urls, count) = (self.target.dialer(), try self.target.urls(), self.count)
+        let tally = Tally()
+        let lastEnd = Atomic<UInt64>(0)
+        let channels = Mutex<[any Channel]>([])
+        @Sendable func dialNext() {
+            let index = tally.count.add(1, ordering: .relaxed).oldValue  // the next connection to dial
+            guard index < count else { return }
+            let started = nowMicros()
+            let ended: @Sendable () -> Void = {
+                lastEnd.store(nowMicros(), ordering: .relaxed)
+                dialNext()
+            }
+            let behaviour = Behaviour(
+                onOpen: { _ in
+                    tally.record(since: started)
+                    tally.opened.add(1, ordering: .relaxed)
+                    ended()
+                },
+                onClose: { tally.closed.add(1, ordering: .relaxed) },
+                onFailure: {
+                    tally.fail($0)
+                    ended()
+                }
+            )
+            dialer.dial(urls[index % urls.count].adding("userId", "s\(index)"), index: index, behaviour: behaviour).whenSuccess { channel in
+                channels.withLock { $0.append(channel) }
+            }
+        }
+        let (cpuBefore, start) = (cpuSeconds(self.target.pid), nowMicros())
+        for _ in 0..<min(self.inFlight, count) { dialNext() }
+        let done = { tally.opened.load(ordering: .relaxed) + tally.failed.load(ordering: .relaxed) }
+        try await waitUntil(seconds: self.timeout) { done() >= count }
+        let (finished, opened, end) = (done(), tally.opened.load(ordering: .relaxed), lastEnd.load(ordering: .relaxed))
+        let cpu = cpuSeconds(self.target.pid).flatMap { after in cpuBefore.map { (after - $0) * 1e6 / Double(nowMicros() - start) } }
+        let wall = Double(max(end, start + 1) - start) / 1e6
+        for channel in channels.withLock({ $0 }) { Dialer.run(on: channel) { $0.close() } }
+        try await waitUntil(seconds: 10) { tally.closed.load(ordering: .relaxed) >= tally.opened.load(ordering: .relaxed) }
+        report(
+            [
+                "scenario": "storm", "server": .string(self.target.server), "connections": number(count),
+                "in_flight": number(self.inFlight), "admitted": number(opened), "burst_seconds": number(wall),
+                "admitted_per_second": number(Double(opened) / wall), "timed_out": number(count - finished),
+                "server_cpu_percent": cpu.map { number($0 * 100) } ?? .null,
+                "failures_by_kind": tally.failuresByKind,
+            ],
+            tally.failures(),
+            tally.percentiles()
+        )
+    }
+}
+
 struct PingPong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pingpong",
@@ -137,7 +202,7 @@ func closedLoop(_ target: Target, on dialer: Dialer, clients: Int, seconds: Doub
 
 struct FanoutOptions: ParsableArguments {
     @Option var members = 1000
-    @Option(help: "Messages per second from the sender.") var rate = 100
+    @Option(help: "Messages per second from the sender (from each, with several rooms).") var rate = 100
     @Option var seconds = 5.0
     @Option(help: "New member connections per second.") var connectRate = 2000
 }
@@ -152,6 +217,19 @@ struct RoomFanout: AsyncParsableCommand {
     @OptionGroup var options: FanoutOptions
 
     func run() async throws { try await fanout(scenario: "room-fanout", target: self.target, options: self.options) }
+}
+
+struct ManyRooms: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "many-rooms",
+        abstract: "room-fanout in R rooms of N members, one sender per room at R messages/s each, the rooms' sends interleaved."
+    )
+
+    @OptionGroup var target: Target
+    @OptionGroup var options: FanoutOptions
+    @Option var rooms = 1000
+
+    func run() async throws { try await fanout(scenario: "many-rooms", target: self.target, options: self.options, rooms: self.rooms) }
 }
 
 struct ClusterFanout: AsyncParsableCommand {
@@ -169,70 +247,64 @@ struct ClusterFanout: AsyncParsableCommand {
     }
 }
 
-/// Members join one room; when all have joined, one sender sends `rate` messages a second carrying their send time,
-/// each scheduled on the sender's event loop so pacing does not depend on the delivery work.
-func fanout(scenario: String, target: Target, options: FanoutOptions) async throws {
-    let (dialer, urls, members, rate) = (target.dialer(), try target.urls(), options.members, options.rate)
-    let room = "bench-\(UInt32.random(in: 0...UInt32.max))"
-    let join = #"{"action":"joinRoom","roomId":"\#(room)"}"#
+/// Members join `rooms` rooms (member i room i % rooms); when all have joined, one sender per room sends `rate` messages a
+/// second carrying their send time, the rooms' sends interleaved evenly and each scheduled on its sender's event loop so
+/// pacing does not depend on the delivery work.
+func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int = 1) async throws {
+    let (dialer, urls, members, rate) = (target.dialer(), try target.urls(), options.members * rooms, options.rate)
+    let tag = UInt32.random(in: 0...UInt32.max)
+    let roomIds = (0..<rooms).map { "bench-\(tag)-\($0)" }
+    let joins = roomIds.map { #"{"action":"joinRoom","roomId":"\#($0)"}"# }
     let joined = Tally()
     let delivered = Tally()
     let lastDelivery = Atomic<UInt64>(0)
-    _ = try await open(
-        members,
-        rate: options.connectRate,
-        urls: urls,
-        dialer: dialer,
-        behaviour: joined.behaviour(
-            onOpen: { $0.send(join) },
-            onText: { frame, _ in
-                if let sentAt = integer(after: #""t":"#, in: frame) {
-                    delivered.record(since: sentAt)
-                    delivered.count.add(1, ordering: .relaxed)
-                    lastDelivery.store(nowMicros(), ordering: .relaxed)
-                } else if contains(frame, "joinedRoom") {
-                    joined.count.add(1, ordering: .relaxed)
-                }
-            }
-        )
-    )
+    let onText: @Sendable (ByteBuffer, Link) -> Void = { frame, _ in
+        if let sentAt = integer(after: #""t":"#, in: frame) {
+            delivered.record(since: sentAt)
+            delivered.count.add(1, ordering: .relaxed)
+            lastDelivery.store(nowMicros(), ordering: .relaxed)
+        } else if contains(frame, "joinedRoom") {
+            joined.count.add(1, ordering: .relaxed)
+        }
+    }
+    _ = try await open(members, rate: options.connectRate, urls: urls, dialer: dialer) { index in
+        joined.behaviour(onOpen: { $0.send(joins[index % rooms]) }, onText: onText)
+    }
     try await waitUntil(seconds: 60) { joined.count.load(ordering: .relaxed) + joined.failed.load(ordering: .relaxed) >= members }
     let senderJoined = Tally()
-    let sender = try await open(
-        1,
-        rate: 1,
-        urls: urls,
-        dialer: dialer,
-        userPrefix: "sender",
-        behaviour: senderJoined.behaviour(
-            onOpen: { $0.send(join) },
+    let senders = try await open(rooms, rate: options.connectRate, urls: urls, dialer: dialer, userPrefix: "sender") { index in
+        senderJoined.behaviour(
+            onOpen: { $0.send(joins[index]) },
             onText: { frame, _ in
                 if contains(frame, "joinedRoom") { senderJoined.count.add(1, ordering: .relaxed) }
             }
         )
-    )
-    guard try await waitUntil(seconds: 10, { senderJoined.count.load(ordering: .relaxed) == 1 }), let channel = sender.first else {
-        throw BenchError("the sender could not join: \(senderJoined.failure ?? "no joinedRoom")")
     }
-    let total = Int(Double(rate) * options.seconds)
+    guard try await waitUntil(seconds: 30, { senderJoined.count.load(ordering: .relaxed) == rooms }), senders.count == rooms else {
+        throw BenchError("\(rooms - senderJoined.count.load(ordering: .relaxed)) senders could not join: \(senderJoined.failure ?? "no joinedRoom")")
+    }
+    let total = Int(Double(rate * rooms) * options.seconds)
     let start = NIODeadline.now() + .milliseconds(100)
     for index in 0..<total {
-        channel.eventLoop.scheduleTask(deadline: start + .nanoseconds(Int64(index) * 1_000_000_000 / Int64(rate))) {
+        let (channel, room) = (senders[index % rooms], roomIds[index % rooms])
+        channel.eventLoop.scheduleTask(deadline: start + .nanoseconds(Int64(index) * 1_000_000_000 / Int64(rate * rooms))) {
             Dialer.run(on: channel) { $0.send(#"{"action":"sendMessage","roomId":"\#(room)","message":{"t":\#(nowMicros())}}"#) }
         }
     }
-    let expected = total * joined.count.load(ordering: .relaxed)
-    let startMicros = start.uptimeNanoseconds / 1000
+    let expected = total * joined.count.load(ordering: .relaxed) / rooms
+    let (startMicros, cpuBefore, cpuFrom) = (start.uptimeNanoseconds / 1000, cpuSeconds(target.pid), nowMicros())
     try await Task.sleep(for: .milliseconds(Int64(options.seconds * 1000) + 100))
     try await waitUntil(seconds: 10) { delivered.count.load(ordering: .relaxed) >= expected }
     let got = delivered.count.load(ordering: .relaxed)
+    // Over the time the deliveries took, which is longer than the sending when the server falls behind.
+    let seconds = max(options.seconds, Double(lastDelivery.load(ordering: .relaxed) &- startMicros) / 1e6)
+    let cpu = cpuSeconds(target.pid).flatMap { after in cpuBefore.map { (after - $0) * 1e6 / Double(nowMicros() - cpuFrom) } }
     report(
         [
-            "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "members": number(members),
-            "rate": number(rate),
-            // Over the time the deliveries took, which is longer than the sending when the server falls behind.
-            "delivered_per_second": number(Double(got) / max(options.seconds, Double(lastDelivery.load(ordering: .relaxed) &- startMicros) / 1e6)),
+            "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "rooms": number(rooms),
+            "members": number(options.members), "rate": number(rate), "delivered_per_second": number(Double(got) / seconds),
             "loss_percent": number(Double(expected - got) * 100 / Double(max(expected, 1))),
+            "server_cpu_percent": cpu.map { number($0 * 100) } ?? .null,  // from the first send to the last delivery awaited
         ],
         joined.failures(),
         delivered.percentiles()
