@@ -125,7 +125,8 @@ public final class Gateway: Service {
         )
         var servers = listeners
         if let port = configuration.managementPort {
-            let separate = try await self.bootstrap(self.group, management: management, webSocket: false).bind(host: configuration.host, port: port).get()
+            let separate = try await self.bootstrap(self.group, management: management, webSocket: false).bind(host: configuration.host, port: port)
+                .get()
             self.gateway.logger.info("management API listening", metadata: ["address": "\(separate.localAddress.map { "\($0)" } ?? "?")"])
             servers.append(separate)
         }
@@ -222,12 +223,18 @@ public final class Gateway: Service {
     /// second node started on the same port by mistake would silently share it), and resolves port 0.
     private func listen(management: ManagementAPI?) async throws -> [any Channel] {
         let (host, loops) = (self.gateway.configuration.host, Array(self.group.makeIterator()))
-        let probe = try await self.bootstrap(self.group, management: management, webSocket: true).bind(host: host, port: self.gateway.configuration.port).get()
+        let probe = try await self.bootstrap(self.group, management: management, webSocket: true).bind(
+            host: host,
+            port: self.gateway.configuration.port
+        ).get()
         guard loops.count > 1, let port = probe.localAddress?.port else { return [probe] }
         try await probe.close()
         var listeners: [any Channel] = []
         for loop in loops {
-            let bootstrap = self.bootstrap(loop, management: management, webSocket: true).serverChannelOption(.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            let bootstrap = self.bootstrap(loop, management: management, webSocket: true).serverChannelOption(
+                .socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)),
+                value: 1
+            )
             listeners.append(try await bootstrap.bind(host: host, port: port).get())
         }
         return listeners

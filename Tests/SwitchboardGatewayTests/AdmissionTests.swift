@@ -151,4 +151,29 @@ import Testing
         let broker = node.gateway.broker
         try await node.settle { await broker.connection(info.id) == nil }
     }
+
+    @Test func withNothingAsynchronousAdmissionRegistersOnTheLoop() async throws {
+        let node = TestNode { $0.maxConnectionsPerUser = 1 }
+        let head = self.head("/ws?userId=dana")
+        let (first, second) = (try self.admit(head, on: node), try self.admit(head, on: node))
+        let admitted = try Admission.authorizeNow(first, gateway: node.gateway)
+        #expect(admitted?.0.id == first.info.id)
+        #expect(await node.gateway.broker.connection(first.info.id) != nil)
+        // The per-user limit refuses on the loop too, and the refused lease undoes its registration.
+        #expect(throws: GatewayResponseError.self) { try Admission.authorizeNow(second, gateway: node.gateway) }
+        second.lease.end(nil)
+        first.lease.end(nil)
+        let broker = node.gateway.broker
+        try await node.settle { await broker.connection(second.info.id) == nil }
+        #expect(self.userCount(node, "dana") == nil)
+        #expect(node.counts.slots == 0)
+    }
+
+    @Test func aConnectRouteOrAJWTKeyNeedsTheAsynchronousPath() throws {
+        let node = TestNode { $0.routes = try! RouteTable(["$connect": .integration(url: "http://127.0.0.1:9/", routeResponse: false)]) }
+        let candidate = try self.admit(self.head(), on: node)
+        #expect(try Admission.authorizeNow(candidate, gateway: node.gateway) == nil)
+        candidate.lease.end(nil)
+        #expect(node.counts.slots == 0)
+    }
 }
