@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import SwitchboardConfiguration
 import SwitchboardCore
+import SwitchboardWebSocket
 import Synchronization
 
 /// What all connections of a node share: configuration, broker, the local hub, clocks and counters.
@@ -12,6 +13,9 @@ final class GatewayContext: Sendable {
     let hub: LocalHub
     /// The seed JSON protocol's encoding, shared by every WebSocket connection so a fan-out encodes once.
     let webSocketEncoding: WebSocketEncoding
+    /// What every connection's state machine reads of the configuration, shared.
+    let connectionRules: ConnectionStateMachine.Rules
+    let livenessTiming: Liveness.Timing
     let logger: Logger
     /// Milliseconds since 1970 for `timestamp` fields and `connectedAt`; injected so tests can fix it.
     let wallClock: @Sendable () -> Int64
@@ -64,6 +68,12 @@ final class GatewayContext: Sendable {
         self.broker = broker
         self.hub = hub
         self.webSocketEncoding = WebSocketEncoding(maxFrameBytes: configuration.maxFrameBytes)
+        self.connectionRules = ConnectionStateMachine.Rules(configuration)
+        self.livenessTiming = Liveness.Timing(
+            pingInterval: TimeAmount(configuration.pingInterval),
+            pongTimeout: TimeAmount(configuration.pongTimeout),
+            idleTimeout: configuration.idleTimeout.map(TimeAmount.init)
+        )
         self.logger = subsystem("connections")
         self.managementLogger = subsystem("management")
         self.integrationLogger = subsystem("integrations")

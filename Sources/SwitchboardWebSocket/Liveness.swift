@@ -12,20 +12,31 @@ public struct Liveness: Sendable {
         case idle
     }
 
-    public let pingInterval: TimeAmount
-    public let pongTimeout: TimeAmount
-    public let idleTimeout: TimeAmount?
+    /// The intervals, fixed for a node: one instance shared by all its connections (8 bytes each, not 32).
+    public final class Timing: Sendable {
+        public let pingInterval: TimeAmount
+        public let pongTimeout: TimeAmount
+        public let idleTimeout: TimeAmount?
+
+        public init(pingInterval: TimeAmount, pongTimeout: TimeAmount, idleTimeout: TimeAmount?) {
+            (self.pingInterval, self.pongTimeout, self.idleTimeout) = (pingInterval, pongTimeout, idleTimeout)
+        }
+    }
+
+    public let timing: Timing
     private var lastHeard: NIODeadline
     private var lastMessage: NIODeadline
     private var lastPing: NIODeadline
 
-    public init(pingInterval: TimeAmount, pongTimeout: TimeAmount, idleTimeout: TimeAmount?, now: NIODeadline) {
-        self.pingInterval = pingInterval
-        self.pongTimeout = pongTimeout
-        self.idleTimeout = idleTimeout
+    public init(_ timing: Timing, now: NIODeadline) {
+        self.timing = timing
         self.lastHeard = now
         self.lastMessage = now
         self.lastPing = now
+    }
+
+    public init(pingInterval: TimeAmount, pongTimeout: TimeAmount, idleTimeout: TimeAmount?, now: NIODeadline) {
+        self.init(Timing(pingInterval: pingInterval, pongTimeout: pongTimeout, idleTimeout: idleTimeout), now: now)
     }
 
     /// Any frame arrived (pongs included).
@@ -40,9 +51,9 @@ public struct Liveness: Sendable {
     public var lastActiveAt: NIODeadline { self.lastMessage }
 
     public mutating func tick(now: NIODeadline) -> Action {
-        if now - self.lastHeard >= self.pongTimeout { return .timedOut }
-        if let idleTimeout = self.idleTimeout, now - self.lastMessage >= idleTimeout { return .idle }
-        if now - self.lastPing >= self.pingInterval {
+        if now - self.lastHeard >= self.timing.pongTimeout { return .timedOut }
+        if let idleTimeout = self.timing.idleTimeout, now - self.lastMessage >= idleTimeout { return .idle }
+        if now - self.lastPing >= self.timing.pingInterval {
             self.lastPing = now
             return .sendPing
         }

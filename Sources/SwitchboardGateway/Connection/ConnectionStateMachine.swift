@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardConfiguration
 import SwitchboardCore
 import SwitchboardWebSocket
 
@@ -11,16 +12,43 @@ import SwitchboardWebSocket
 /// The wire protocol's own rules (RFC 6455 framing and the close handshake) stay in the protocol's session
 /// (`WebSocketSession`): this machine says *that* a connection closes and with what status, the session says how.
 struct ConnectionStateMachine {
-    /// The configuration this machine reads, fixed for the connection's life.
-    struct Rules {
-        var maxRooms: Int
-        var outboundQueueBytes: Int
-        var closeTimeout: TimeAmount
-        var abuseCloseAfter: Int
-        var expiredCloseCode: UInt16
-        var slowConsumerCloseCode: UInt16
+    /// The configuration this machine reads: one instance per node, shared by every connection (a reference, so
+    /// it costs a connection 8 bytes, not 60: idle memory per connection is a goal).
+    final class Rules: Sendable {
+        let maxRooms: Int
+        let outboundQueueBytes: Int
+        let closeTimeout: TimeAmount
+        let abuseCloseAfter: Int
+        let expiredCloseCode: UInt16
+        let slowConsumerCloseCode: UInt16
         /// For the reason a silent peer is dropped with.
-        var pongTimeout: Duration
+        let pongTimeout: Duration
+
+        init(
+            maxRooms: Int,
+            outboundQueueBytes: Int,
+            closeTimeout: TimeAmount,
+            abuseCloseAfter: Int,
+            expiredCloseCode: UInt16,
+            slowConsumerCloseCode: UInt16,
+            pongTimeout: Duration
+        ) {
+            (self.maxRooms, self.outboundQueueBytes, self.closeTimeout) = (maxRooms, outboundQueueBytes, closeTimeout)
+            (self.abuseCloseAfter, self.expiredCloseCode, self.slowConsumerCloseCode) = (abuseCloseAfter, expiredCloseCode, slowConsumerCloseCode)
+            self.pongTimeout = pongTimeout
+        }
+
+        convenience init(_ configuration: GatewayConfiguration) {
+            self.init(
+                maxRooms: configuration.maxRoomsPerConnection,
+                outboundQueueBytes: configuration.outboundQueueBytes,
+                closeTimeout: TimeAmount(configuration.closeTimeout),
+                abuseCloseAfter: configuration.throttling.abuseCloseAfter,
+                expiredCloseCode: configuration.auth.expiredCloseCode,
+                slowConsumerCloseCode: configuration.slowConsumerCloseCode,
+                pongTimeout: configuration.pongTimeout
+            )
+        }
     }
 
     /// Why and how a connection ended, as `$disconnect` and the logs report it.
@@ -67,8 +95,9 @@ struct ConnectionStateMachine {
     private var state = State.admitted
     private(set) var closeStatus: CloseStatus?
     private var liveness: Liveness
-    /// Per-connection throttling, when configured, and how many messages in a row were refused.
-    private var rateBucket: TokenBucket?
+    /// Per-connection throttling, when configured (boxed: 8 bytes when off, which is most connections), and how
+    /// many messages in a row were refused.
+    private let rateBucket: RateBucket?
     private var throttledInARow = 0
     /// Work that arrived while a backend call was in flight, done in order after it.
     private var backlog = FIFO<Work>()
@@ -87,7 +116,7 @@ struct ConnectionStateMachine {
     init(rules: Rules, liveness: Liveness, rateBucket: TokenBucket?, expiresAt: Int64?, connectedAt: Int64) {
         self.rules = rules
         self.liveness = liveness
-        self.rateBucket = rateBucket
+        self.rateBucket = rateBucket.map(RateBucket.init)
         self.expiresAt = expiresAt
         self.lastActiveAt = connectedAt
     }
@@ -251,7 +280,7 @@ struct ConnectionStateMachine {
         let reason: String
         if !stageAdmitted {
             reason = "message_rate"
-        } else if self.rateBucket?.take(now: now) == false {
+        } else if self.rateBucket?.bucket.take(now: now) == false {
             reason = "connection_rate"
         } else {
             self.throttledInARow = 0
@@ -321,5 +350,15 @@ struct ConnectionStateMachine {
     mutating func replayEnded() -> [ByteBuffer] {
         defer { (self.held, self.heldBytes) = (nil, 0) }
         return self.isOpen ? (self.held ?? []) : []
+    }
+}
+
+/// A connection's token bucket, on the heap only when per-connection throttling is on. Touched on the connection's
+/// event loop only.
+final class RateBucket {
+    var bucket: TokenBucket
+
+    init(_ bucket: TokenBucket) {
+        self.bucket = bucket
     }
 }

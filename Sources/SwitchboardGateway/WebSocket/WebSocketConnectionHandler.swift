@@ -37,21 +37,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
         let throttling = configuration.throttling
         self.machine = ConnectionStateMachine(
-            rules: .init(
-                maxRooms: configuration.maxRoomsPerConnection,
-                outboundQueueBytes: configuration.outboundQueueBytes,
-                closeTimeout: TimeAmount(configuration.closeTimeout),
-                abuseCloseAfter: throttling.abuseCloseAfter,
-                expiredCloseCode: configuration.auth.expiredCloseCode,
-                slowConsumerCloseCode: configuration.slowConsumerCloseCode,
-                pongTimeout: configuration.pongTimeout
-            ),
-            liveness: Liveness(
-                pingInterval: TimeAmount(configuration.pingInterval),
-                pongTimeout: TimeAmount(configuration.pongTimeout),
-                idleTimeout: configuration.idleTimeout.map(TimeAmount.init),
-                now: now
-            ),
+            rules: gateway.connectionRules,
+            liveness: Liveness(gateway.livenessTiming, now: now),
             rateBucket: throttling.perConnectionRate > 0
                 ? TokenBucket(rate: throttling.perConnectionRate, burst: throttling.perConnectionBurst, now: Throttle.now()) : nil,
             expiresAt: admitted.claims?.expiresAt,
