@@ -32,8 +32,8 @@ resource "aws_lb_target_group" "public" {
   protocol             = local.alb ? "HTTP" : "TCP"
   target_type          = "ip"
   deregistration_delay = local.deregistration_delay_seconds
-  # NLB: a connection still open after the delay is closed, as an ALB does.
-  connection_termination = local.alb ? null : true
+  # NLB: connections are not cut at the end of the delay; the task has closed them (1001) within its drain by then.
+  connection_termination = local.alb ? null : false
   preserve_client_ip     = local.alb ? null : true
   tags                   = local.tags
 

@@ -308,7 +308,7 @@ variable "management_certificate_arn" {
 }
 
 variable "environment" {
-  description = "More SWITCHBOARD_* settings for the container (e.g. SWITCHBOARD_INTEGRATIONS_DEFAULT); see `switchboard serve --help`. The module's own (Redis, drain, EMF, management port) cannot be overridden."
+  description = "More SWITCHBOARD_* settings for the container (e.g. SWITCHBOARD_INTEGRATIONS); see `switchboard serve --help`. The module's own (Redis, drain, EMF, management port) cannot be overridden."
   type        = map(string)
   default     = {}
 
