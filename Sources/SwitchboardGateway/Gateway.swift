@@ -88,6 +88,18 @@ public final class Gateway: Service {
 
     public func run() async throws {
         try self.loadTLS()
+        do {
+            try await self.serveWithBackgroundWork()
+        } catch {
+            // A node that could not start (a port taken) lets its event loops go too.
+            try? await self.group.shutdownGracefully()
+            throw error
+        }
+        try await self.group.shutdownGracefully()
+        self.gateway.logger.info("stopped")
+    }
+
+    private func serveWithBackgroundWork() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await self.gateway.broker.run() }
             if self.gateway.configuration.tlsCertificateFile != nil {
@@ -105,8 +117,6 @@ public final class Gateway: Service {
             try await self.serve()
             group.cancelAll()
         }
-        try await self.group.shutdownGracefully()
-        self.gateway.logger.info("stopped")
     }
 
     private func serve() async throws {
@@ -125,8 +135,14 @@ public final class Gateway: Service {
         )
         var servers = listeners
         if let port = configuration.managementPort {
-            let separate = try await self.bootstrap(self.group, management: management, webSocket: false).bind(host: configuration.host, port: port)
-                .get()
+            let separate: any Channel
+            do {
+                separate = try await self.bootstrap(self.group, management: management, webSocket: false).bind(host: configuration.host, port: port)
+                    .get()
+            } catch {
+                for listener in listeners { try? await listener.close() }
+                throw error
+            }
             self.gateway.logger.info("management API listening", metadata: ["address": "\(separate.localAddress.map { "\($0)" } ?? "?")"])
             servers.append(separate)
         }
@@ -228,14 +244,21 @@ public final class Gateway: Service {
             port: self.gateway.configuration.port
         ).get()
         guard loops.count > 1, let port = probe.localAddress?.port else { return [probe] }
+        // The port is free from here to the binds below, microseconds at start, which no check can close.
         try await probe.close()
         var listeners: [any Channel] = []
-        for loop in loops {
-            let bootstrap = self.bootstrap(loop, management: management, webSocket: true).serverChannelOption(
-                .socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)),
-                value: 1
-            )
-            listeners.append(try await bootstrap.bind(host: host, port: port).get())
+        do {
+            for loop in loops {
+                let bootstrap = self.bootstrap(loop, management: management, webSocket: true).serverChannelOption(
+                    .socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)),
+                    value: 1
+                )
+                listeners.append(try await bootstrap.bind(host: host, port: port).get())
+            }
+        } catch {
+            // A node that cannot listen on every loop does not start, and leaves nothing bound.
+            for listener in listeners { try? await listener.close() }
+            throw error
         }
         return listeners
     }

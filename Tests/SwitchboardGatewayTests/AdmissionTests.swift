@@ -161,6 +161,7 @@ import Testing
         #expect(await node.gateway.broker.connection(first.info.id) != nil)
         // The per-user limit refuses on the loop too, and the refused lease undoes its registration.
         #expect(throws: GatewayResponseError.self) { try Admission.authorizeNow(second, gateway: node.gateway) }
+        #expect(await node.gateway.broker.connection(second.info.id) == nil)  // refused before it was registered
         second.lease.end(nil)
         first.lease.end(nil)
         let broker = node.gateway.broker

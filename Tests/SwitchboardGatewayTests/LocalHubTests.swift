@@ -76,21 +76,24 @@ import Testing
             shard.join(self.lobby, connection)
         }
         hub.deliver(self.frame, to: .room(self.lobby, excluding: sender.id))
+        loop.run()
         #expect(json.count == 1)
         #expect(other.count == 1)
         #expect(a.written == [ByteBuffer(bytes: [1] + self.frame.bytes)])
         #expect(b.written == a.written)
         #expect(c.written == [ByteBuffer(bytes: [2] + self.frame.bytes)])
         #expect(sender.written.isEmpty)
-
-        hub.deliver(self.frame, to: .room(self.lobby, excluding: sender.id))
-        #expect([a, b, c].map(\.written.count) == [2, 2, 2])
-        #expect([a, b, c].map(\.flushes) == [0, 0, 0])  // not before the loop's turn ends
-        loop.run()
         #expect([a, b, c, sender].map(\.flushes) == [1, 1, 1, 0])
+
+        // Two frames in one loop turn: each recipient is flushed once, after both.
+        hub.deliver(self.frame, to: .room(self.lobby, excluding: sender.id))
+        hub.deliver(self.frame, to: .room(self.lobby, excluding: sender.id))
+        loop.run()
+        #expect([a, b, c].map(\.written.count) == [3, 3, 3])
+        #expect([a, b, c, sender].map(\.flushes) == [2, 2, 2, 0])
         hub.deliver(self.frame, to: .everyone)
         loop.run()
-        #expect([a, b, c, sender].map(\.flushes) == [2, 2, 2, 1])
+        #expect([a, b, c, sender].map(\.flushes) == [3, 3, 3, 1])
     }
 
     @Test func countsEachAudience() {
@@ -135,6 +138,7 @@ import Testing
         hub.deliver(self.frame, to: .room(self.lobby))
         hub.deliver(self.frame, to: .room(other))
         hub.perform(.join(other), on: gone.id)
+        loop.run()
         #expect(gone.written.isEmpty)
         #expect(gone.commands.isEmpty)
         #expect(stays.written.count == 1)
@@ -150,6 +154,7 @@ import Testing
         hub.tick(on: loop, now: now)
         #expect(connections.map(\.ticks) == [[now], [now], [now]])
         hub.closeAll(code: 1001, reason: "server draining")
+        loop.run()
         #expect(connections.allSatisfy { $0.commands == [.close(code: 1001, reason: "server draining")] })
     }
 
@@ -170,5 +175,26 @@ import Testing
         #expect(try await loops[0].submit { ready.written.count }.get() == 1)
         #expect(try await loops[1].submit { busy.written.count }.get() == 0)
         try await group.shutdownGracefully()
+    }
+
+    /// A room's offsets are assigned under its lock, then handed to every loop. A frame handed over on a loop goes
+    /// behind what another loop queued there before it, never inline ahead of it: clients drop a message whose offset
+    /// is not above the last they saw.
+    @Test func aDeliveryOnALoopGoesBehindWhatWasQueuedThereBefore() {
+        let loop = EmbeddedEventLoop()
+        let hub = self.hub(loop)
+        let shard = hub.shard(on: loop)
+        let member = RecordingConnection("m", CountingEncoding(tag: 1))
+        shard.add(member)
+        shard.join(self.lobby, member)
+        let (five, six) = (OutboundFrame(.text, Array("5".utf8)), OutboundFrame(.text, Array("6".utf8)))
+        loop.execute {
+            // Offset 5, published on another loop a moment earlier, is queued here...
+            loop.execute { shard.deliver(five, to: .room(self.lobby), allocator: ByteBufferAllocator()) }
+            // ...and offset 6 is published by a connection of this loop.
+            hub.deliver(six, to: .room(self.lobby))
+        }
+        loop.run()
+        #expect(member.written.map { String(buffer: $0) } == ["\u{1}5", "\u{1}6"])
     }
 }

@@ -178,8 +178,10 @@ def test_many_abrupt_disconnects_leave_no_connection_behind(server, rawws_factor
 def test_closed_connections_give_their_memory_back(server):
     """Rounds of connects and clean closes (switchboard-bench churn) leave the server's memory where it was: a
     handler that outlived its channel would keep about 1 KB per connection ever served."""
-    result = run_bench("churn", "--url", f"{server.url}/ws", "--pid", str(server.process.pid), "--rounds", "4", "--count", "800",
+    result = run_bench("churn", "--url", f"{server.url}/ws", "--pid", str(server.process.pid), "--rounds", "6", "--count", "800",
                        "--rate", "2000")
     assert result["failed"] == 0, result
     idle = result["rss_idle_kib"]
-    assert idle[3] - idle[1] < 512, f"resident KiB after each round: {idle}"  # a leak would add ~1,600 KiB
+    # A leak adds ~1,600 KiB every round, 4,800 over the last three; the allocator may step up once by about 1 MiB
+    # (a new arena, a grown table) and then stay, which is not a leak.
+    assert idle[5] - idle[2] < 1600, f"resident KiB after each round: {idle}"

@@ -8,8 +8,9 @@ import Synchronization
 /// over stripes of its own by connection id. Only the node-wide history byte budget is shared: every kept message
 /// is numbered in a FIFO behind a small lock of its own, held just to append or to take expired entries out.
 ///
-/// Lock order: a publish takes `kept` inside its room's stripe (and hands the frame to `local`, which only
-/// enqueues); no other lock is ever taken while one is held. Expiring takes entries out of `kept`, lets go, then
+/// Lock order: a publish takes `kept` inside its room's stripe (and hands the frame to `local`, which queues it on
+/// every event loop, so each loop delivers a room's messages in offset order); no other lock is ever taken while one
+/// is held. Expiring takes entries out of `kept`, lets go, then
 /// takes each room's stripe to drop them there. Join and leave take the room's stripe, then the connection's, one
 /// after the other (the gateway runs one connection's joins and leaves in order). So no deadlock.
 ///
@@ -100,7 +101,10 @@ public final class InMemoryBroker: Broker {
             let members = state.members[room]!
             return RoomRoster(userIds: Array(members.values.prefix(max(limit, 0))), count: members.count)
         }
-        self.byConnection.withLock(member.connection.rawValue) { _ = $0.rooms[member.connection, default: []].insert(room) }
+        // Only for a registered connection: a join that raced its connection's end must not leave an entry behind.
+        self.byConnection.withLock(member.connection.rawValue) { state in
+            if state.info[member.connection] != nil { state.rooms[member.connection, default: []].insert(room) }
+        }
         return roster
     }
 

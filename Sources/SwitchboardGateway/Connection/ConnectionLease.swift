@@ -79,8 +79,8 @@ final class ConnectionLease: Sendable {
     /// Gives everything back, once: the slot and the user's count at once (not after a slow backend), then, off
     /// the loop, the rooms are left and the registration undone, and when this node owns the connection's end (the
     /// cluster did not sweep it meanwhile) its rooms and backend are told. Only then does it stop counting as
-    /// active, which is what the drain waits for. A connection that never opened (`departure` is `nil`) is
-    /// unregistered without a `$disconnect`.
+    /// active, which is what the drain waits for. A connection that never reached its handler (`departure` is
+    /// `nil`: refused, or gone before the handover) is unregistered without a `$disconnect`.
     func end(_ departure: Departure?) {
         let held = self.held.withLock { held -> Held? in
             guard !held.ended else { return nil }

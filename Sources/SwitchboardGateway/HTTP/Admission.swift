@@ -157,12 +157,14 @@ enum Admission {
 
     /// ``authorize(_:head:gateway:)`` without leaving the event loop, when none of its steps needs I/O (no JWT key,
     /// no `$connect` route, a broker that registers in memory): no task and no thread hop per handshake, which is
-    /// most of what admission costs beyond HTTP. `nil` when a step needs I/O, and then nothing was taken.
+    /// most of what admission costs beyond HTTP. `nil` when a step needs I/O: then ``authorize(_:head:gateway:)``
+    /// runs, and may find the user already counted.
     static func authorizeNow(_ candidate: Candidate, gateway: GatewayContext) throws -> (ConnectionInfo, VerifiedClaims?)? {
-        guard gateway.authenticator == nil, gateway.configuration.routes.integration(for: RouteTable.connectKey) == nil,
-            candidate.lease.registerNow(candidate.info)
-        else { return nil }
+        guard gateway.authenticator == nil, gateway.configuration.routes.integration(for: RouteTable.connectKey) == nil else { return nil }
+        // Counted first, so a refused connection is never visible in the registry; a lease counts its user once, so
+        // the asynchronous path may count again when the broker cannot register here.
         try self.countUser(candidate.lease, candidate.info.userId, gateway: gateway)
+        guard candidate.lease.registerNow(candidate.info) else { return nil }
         return (candidate.info, nil)
     }
 

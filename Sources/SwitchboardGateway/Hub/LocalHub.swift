@@ -189,15 +189,13 @@ final class LocalHub: LocalDelivery {
         return results
     }
 
-    /// Runs `body` on every shard's loop (inline for the caller's own loop).
+    /// Queues `body` on every shard's loop, the caller's own included: what two threads hand over in one order (a
+    /// room's offsets, assigned under its lock) runs in that order on every loop. Run inline on its own loop, a
+    /// later offset published there could overtake an earlier one queued from another loop, and clients drop a
+    /// message whose offset is not above the last they saw.
     func forEachShard(_ body: @escaping @Sendable (Shard, ByteBufferAllocator) -> Void) {
         for bound in self.shards.values {
-            let loop = bound.eventLoop
-            if loop.inEventLoop {
-                body(bound.value, ByteBufferAllocator())
-            } else {
-                loop.execute { body(bound.value, ByteBufferAllocator()) }
-            }
+            bound.eventLoop.execute { body(bound.value, ByteBufferAllocator()) }
         }
     }
 }
