@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOEmbedded
 import NIOPosix
@@ -177,24 +178,42 @@ import Testing
         try await group.shutdownGracefully()
     }
 
-    /// A room's offsets are assigned under its lock, then handed to every loop. A frame handed over on a loop goes
-    /// behind what another loop queued there before it, never inline ahead of it: clients drop a message whose offset
-    /// is not above the last they saw.
-    @Test func aDeliveryOnALoopGoesBehindWhatWasQueuedThereBefore() {
+    /// A room's offsets are assigned under its lock, then handed to every loop. A frame handed over on a loop while
+    /// deliveries queued there by other threads have not run yet goes behind them, never inline ahead: clients drop a
+    /// message whose offset is not above the last they saw.
+    @Test func aDeliveryOnALoopGoesBehindWhatOtherThreadsQueuedThere() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let hub = self.hub(group)
+        let member = RecordingConnection("m", CountingEncoding(tag: 1))
+        try await loop.submit {
+            hub.shard(on: loop).add(member)
+            hub.shard(on: loop).join(self.lobby, member)
+        }.get()
+        let (five, six) = (OutboundFrame(.text, Array("5".utf8)), OutboundFrame(.text, Array("6".utf8)))
+        let (running, queued, done) = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+        loop.execute {
+            // A connection of this loop publishes offset 6 just after another thread queued offset 5 here.
+            running.signal()
+            queued.wait()
+            hub.deliver(six, to: .room(self.lobby))
+            done.signal()
+        }
+        running.wait()
+        hub.deliver(five, to: .room(self.lobby))
+        queued.signal()
+        done.wait()
+        let written = try await loop.submit { member.written.map { String(buffer: $0) } }.get()
+        #expect(written == ["\u{1}5", "\u{1}6"])
+        try await group.shutdownGracefully()
+    }
+
+    @Test func withNothingQueuedADeliveryOnItsOwnLoopIsWrittenAtOnce() {
         let loop = EmbeddedEventLoop()
         let hub = self.hub(loop)
-        let shard = hub.shard(on: loop)
         let member = RecordingConnection("m", CountingEncoding(tag: 1))
-        shard.add(member)
-        shard.join(self.lobby, member)
-        let (five, six) = (OutboundFrame(.text, Array("5".utf8)), OutboundFrame(.text, Array("6".utf8)))
-        loop.execute {
-            // Offset 5, published on another loop a moment earlier, is queued here...
-            loop.execute { shard.deliver(five, to: .room(self.lobby), allocator: ByteBufferAllocator()) }
-            // ...and offset 6 is published by a connection of this loop.
-            hub.deliver(six, to: .room(self.lobby))
-        }
-        loop.run()
-        #expect(member.written.map { String(buffer: $0) } == ["\u{1}5", "\u{1}6"])
+        hub.shard(on: loop).add(member)
+        hub.deliver(self.frame, to: .connection(member.id))
+        #expect(member.written.count == 1)  // before the loop runs: a sender's reply cannot overtake it
     }
 }

@@ -2,6 +2,7 @@ import NIOCore
 import Prometheus
 import SwitchboardCore
 import SwitchboardWebSocket
+import Synchronization
 
 /// This node's connections, sharded by event loop: each shard is owned by one loop and touched only there, so
 /// delivery takes no lock. A frame for an audience costs one hop per loop, then one write per local recipient.
@@ -116,6 +117,12 @@ final class LocalHub: LocalDelivery {
     }
 
     private let shards: [ObjectIdentifier: NIOLoopBoundBox<Shard>]
+    /// Per loop, how many deliveries other threads queued there that have not run yet (see ``forEachShard(_:)``).
+    private let queued: [ObjectIdentifier: Queued]
+
+    private final class Queued: Sendable {
+        let count = Atomic<Int>(0)
+    }
     let group: any EventLoopGroup
 
     init(group: any EventLoopGroup, metrics: GatewayMetrics) {
@@ -124,6 +131,7 @@ final class LocalHub: LocalDelivery {
             shards[ObjectIdentifier(loop)] = .makeBoxSendingValue(Shard(metrics: metrics, loop: loop), eventLoop: loop)
         }
         self.shards = shards
+        self.queued = shards.mapValues { _ in Queued() }
         self.group = group
     }
 
@@ -189,13 +197,23 @@ final class LocalHub: LocalDelivery {
         return results
     }
 
-    /// Queues `body` on every shard's loop, the caller's own included: what two threads hand over in one order (a
-    /// room's offsets, assigned under its lock) runs in that order on every loop. Run inline on its own loop, a
-    /// later offset published there could overtake an earlier one queued from another loop, and clients drop a
-    /// message whose offset is not above the last they saw.
+    /// Runs `body` on every shard's loop: queued on the others, inline on the caller's own unless deliveries queued
+    /// there by other threads have not run yet. Then it is queued behind them: what threads hand over in one order (a
+    /// room's offsets, assigned under its lock, which the counter is raised inside) runs in that order on every loop,
+    /// and clients drop a message whose offset is not above the last they saw. Inline otherwise, so a sender's own
+    /// room message still reaches it before its next reply.
     func forEachShard(_ body: @escaping @Sendable (Shard, ByteBufferAllocator) -> Void) {
-        for bound in self.shards.values {
-            bound.eventLoop.execute { body(bound.value, ByteBufferAllocator()) }
+        for (key, bound) in self.shards {
+            let (loop, queued) = (bound.eventLoop, self.queued[key]!)
+            if loop.inEventLoop, queued.count.load(ordering: .sequentiallyConsistent) == 0 {
+                body(bound.value, ByteBufferAllocator())
+            } else {
+                queued.count.add(1, ordering: .sequentiallyConsistent)
+                loop.execute {
+                    body(bound.value, ByteBufferAllocator())
+                    queued.count.subtract(1, ordering: .sequentiallyConsistent)
+                }
+            }
         }
     }
 }
