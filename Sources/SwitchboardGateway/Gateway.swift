@@ -235,17 +235,18 @@ public final class Gateway: Service {
     /// The WebSocket port: one listening socket per event loop (`SO_REUSEPORT`), so the kernel spreads new
     /// connections over the loops and each loop accepts and serves its own. With one listener, one loop accepts for
     /// all of them between serving its own connections, and a reconnect storm overflows the listen queue while the
-    /// other loops idle. A plain bind comes first: it fails when anyone holds the port (with `SO_REUSEPORT` alone, a
-    /// second node started on the same port by mistake would silently share it), and resolves port 0.
+    /// other loops idle. A plain bind comes first (``reserve(_:)``): it fails when anyone holds the port (with
+    /// `SO_REUSEPORT` alone, a second node started on the same port by mistake would silently share it), and
+    /// resolves port 0.
     private func listen(management: ManagementAPI?) async throws -> [any Channel] {
         let (host, loops) = (self.gateway.configuration.host, Array(self.group.makeIterator()))
-        let probe = try await self.bootstrap(self.group, management: management, webSocket: true).bind(
-            host: host,
-            port: self.gateway.configuration.port
-        ).get()
-        guard loops.count > 1, let port = probe.localAddress?.port else { return [probe] }
-        // The port is free from here to the binds below, microseconds at start, which no check can close.
-        try await probe.close()
+        guard loops.count > 1 else {
+            return [
+                try await self.bootstrap(self.group, management: management, webSocket: true).bind(host: host, port: self.gateway.configuration.port)
+                    .get()
+            ]
+        }
+        let port = try Self.reserve(try SocketAddress.makeAddressResolvingHost(host, port: self.gateway.configuration.port))
         var listeners: [any Channel] = []
         do {
             for loop in loops {
@@ -261,6 +262,26 @@ public final class Gateway: Service {
             throw error
         }
         return listeners
+    }
+
+    /// Binds `address` without `SO_REUSEPORT` and without listening, then lets it go: throws when anyone holds the
+    /// port, and returns the port (the one the kernel chose, for port 0). It never accepts a connection, so a health
+    /// check cannot reach the node before its real listeners; the port is free for the microseconds until they bind.
+    private static func reserve(_ address: SocketAddress) throws -> Int {
+        let descriptor = socket(CInt(address.protocol.rawValue), CInt(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw IOError(errnoCode: errno, reason: "socket") }
+        defer { close(descriptor) }
+        var on: CInt = 1
+        _ = setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<CInt>.size))
+        guard address.withSockAddr({ bind(descriptor, $0, socklen_t($1)) }) == 0 else { throw IOError(errnoCode: errno, reason: "bind") }
+        var bound = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let named = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        guard named == 0 else { throw IOError(errnoCode: errno, reason: "getsockname") }
+        // `sin_port` and `sin6_port` both sit at byte 2, in network order.
+        return Int(withUnsafeBytes(of: &bound) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) })
     }
 
     private func bootstrap(_ group: any EventLoopGroup, management: ManagementAPI?, webSocket: Bool) -> ServerBootstrap {

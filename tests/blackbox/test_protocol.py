@@ -1,6 +1,7 @@
 """The seed protocol (DESIGN §3) over real WebSocket connections."""
 import contextlib
 import json
+import os
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -242,3 +243,17 @@ def test_a_gap_older_than_the_history_says_history_lost(start_server):
             assert recv_json(reader)["offset"] == 5
             lost = recv_json(reader)
             assert (lost["action"], lost["roomId"], lost["lastOffset"], lost["oldestOffset"]) == ("historyLost", "short", 1, 4)
+
+
+def test_a_second_node_on_the_same_port_refuses_to_start(start_server):
+    """One listener per event loop shares the port with SO_REUSEPORT; a plain bind first makes a second node on the
+    same port fail instead of silently splitting the traffic."""
+    import subprocess
+    from conftest import BINARY
+    server = start_server("--event-loops", "2")
+    second = subprocess.run([str(BINARY), "serve", "--host", "127.0.0.1", "--port", str(server.port), "--event-loops", "2"],
+                            capture_output=True, text=True, timeout=30, env={k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")})
+    assert second.returncode != 0 and "Address already in use" in second.stderr, second.stderr
+    with connect(f"{server.url}/ws") as ws:
+        send_json(ws, action="ping")
+        assert recv_json(ws)["action"] == "pong"
