@@ -67,7 +67,7 @@ enum Fixture {
         configuration.allowedOrigins = ["https://app.example.com", "https://*.example.org"]
         configuration.maxConnections = 1000
         let metrics = GatewayMetrics(registry: PrometheusCollectorRegistry(), routes: configuration.routes)
-        let hub = LocalHub(group: group, metrics: metrics, maxFrameBytes: configuration.maxFrameBytes)
+        let hub = LocalHub(group: group, metrics: metrics)
         var logger = Logger(label: "fuzz")
         logger.logLevel = .critical
         return GatewayContext(
@@ -123,8 +123,8 @@ final class RequestChecks: ChannelInboundHandler {
         case .success(let candidate):
             precondition(isWebSocket, "admitted a handshake on \(path), which is not a WebSocket path")
             precondition(Name.problem(with: candidate.info.userId, field: "userId") == nil, "admitted a bad userId")
-            // The upgrader would now own the slot; the fuzzer gives it back at once.
-            self.gateway.slots.subtract(1, ordering: .relaxed)
+            // The upgrader would now own the lease; the fuzzer ends it at once (its slot comes back synchronously).
+            candidate.lease.end(nil)
         case .failure(let refusal):
             precondition((400..<600).contains(refusal.response.status.code), "refused with \(refusal.response.status)")
         }
