@@ -526,10 +526,8 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             written.fail(ChannelError.ioOnClosedChannel)
             return written.futureResult
         }
-        let maxFrame = self.gateway.configuration.maxFrameBytes
         for (index, entry) in entries.enumerated() {
-            let payload = context.channel.allocator.buffer(bytes: entry.frame.bytes)
-            let frames = WireFrame.encode(entry.frame.kind, payload, maxFrame: maxFrame, allocator: context.channel.allocator)
+            let frames = self.encoding.encode(entry.frame, allocator: context.channel.allocator)
             guard self.writeNow(frames, flush: false, promise: index == entries.count - 1 ? written : nil) else {
                 written.fail(ChannelError.ioOnClosedChannel)
                 break
