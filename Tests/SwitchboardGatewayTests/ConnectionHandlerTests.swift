@@ -179,7 +179,15 @@ import Testing
         try await alice.channel.close()
         try await self.settleMembers(node, room: "lobby", count: 1)
         try await self.settleMembers(node, room: "other", count: 1)
-        let left = try await bob.texts().filter { $0.contains("userLeft") }
+        // `userLeft` goes out after the registry forgets the connection, off the loop: wait for it, then check it
+        // came once per room.
+        var left: [String] = []
+        try await node.settle {
+            left += try await bob.texts().filter { $0.contains("userLeft") }
+            return left.count >= 2
+        }
+        try await node.settle()
+        left += try await bob.texts().filter { $0.contains("userLeft") }
         #expect(left.count == 2)
     }
 
