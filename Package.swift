@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/adam-fowler/compress-nio.git", from: "1.5.0"),
     ],
     targets: [
         // The model: ids, frames of the seed protocol, route selection, rooms, the Broker protocol.
@@ -57,12 +58,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // The WebSocket protocol layer (RFC 6455) as value types: the session state machine, heartbeats, frame
-        // encoding. Knows nothing of servers, gateways, configuration or brokers.
+        // The WebSocket protocol layer (RFC 6455, RFC 7692) as value types: the session state machine, heartbeats,
+        // frame encoding, permessage-deflate. Knows nothing of servers, gateways, configuration or brokers.
         .target(
             name: "SwitchboardWebSocket",
             dependencies: [
                 "SwitchboardCore",
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
@@ -112,6 +114,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "WSCompression", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -139,6 +142,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
