@@ -43,3 +43,24 @@ final class WebSocketEncoding: FrameEncoding {
         WireFrame.encode(frame.kind, allocator.buffer(bytes: frame.bytes), maxFrame: self.maxFrameBytes, allocator: allocator)
     }
 }
+
+/// The seed JSON protocol on a WebSocket with permessage-deflate: messages from the threshold up are deflated once
+/// per fan-out (no context takeover: the same bytes suit every member with the same window), smaller ones and those
+/// deflate would not shrink go out as they are. One instance per window size on a node.
+final class DeflateEncoding: FrameEncoding {
+    let maxFrameBytes: Int
+    let thresholdBytes: Int
+    let deflater: MessageDeflater
+
+    init(maxFrameBytes: Int, thresholdBytes: Int, deflater: MessageDeflater) {
+        (self.maxFrameBytes, self.thresholdBytes, self.deflater) = (maxFrameBytes, thresholdBytes, deflater)
+    }
+
+    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let payload = allocator.buffer(bytes: frame.bytes)
+        if payload.readableBytes >= self.thresholdBytes, let compressed = self.deflater.compress(payload, allocator: allocator) {
+            return WireFrame.encode(frame.kind, compressed, maxFrame: self.maxFrameBytes, compressed: true, allocator: allocator)
+        }
+        return WireFrame.encode(frame.kind, payload, maxFrame: self.maxFrameBytes, allocator: allocator)
+    }
+}
