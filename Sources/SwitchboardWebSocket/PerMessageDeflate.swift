@@ -18,6 +18,9 @@ public enum PerMessageDeflate {
         public let serverMaxWindowBits: Int
         /// The `Sec-WebSocket-Extensions` answer.
         public let response: String
+        public init(serverMaxWindowBits: Int, response: String) {
+            (self.serverMaxWindowBits, self.response) = (serverMaxWindowBits, response)
+        }
     }
 
     /// The first acceptable `permessage-deflate` offer among the request's `Sec-WebSocket-Extensions` values, or
