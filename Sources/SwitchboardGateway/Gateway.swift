@@ -9,8 +9,8 @@ import Prometheus
 import ServiceLifecycle
 import SwitchboardConfiguration
 import SwitchboardCore
-import SwitchboardWebSocket
 import SwitchboardRedis
+import SwitchboardWebSocket
 import Synchronization
 import UnixSignals
 

@@ -76,7 +76,9 @@ final class GatewayContext: Sendable {
         self.deflateEncodings = Dictionary(
             uniqueKeysWithValues: (9...15).map { bits in
                 let deflater = MessageDeflater(windowBits: bits, level: compression.level)
-                return (bits, DeflateEncoding(maxFrameBytes: configuration.maxFrameBytes, thresholdBytes: compression.thresholdBytes, deflater: deflater))
+                return (
+                    bits, DeflateEncoding(maxFrameBytes: configuration.maxFrameBytes, thresholdBytes: compression.thresholdBytes, deflater: deflater)
+                )
             }
         )
         self.connectionRules = ConnectionStateMachine.Rules(configuration)

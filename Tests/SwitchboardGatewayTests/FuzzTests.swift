@@ -26,7 +26,12 @@ import Testing
         Array("[[[[[[[[".utf8), Array("]]]]".utf8), Array(#"\ud800"#.utf8), [0xFF, 0xC3, 0x28, 0xE2, 0x82], Array("null".utf8), Array("1e999".utf8),
         Array(#"{"action":"ping"}"#.utf8), Array(#""}"#.utf8), [0], Array(#"{"a":{"b":{"c":"#.utf8),
         // Raw deflate of `{"action":"ping"}`, and a stored block of "hi".
-        Array(MessageDeflater(windowBits: 15, level: 6).compress(ByteBuffer(string: String(repeating: #"{"action":"ping"}"#, count: 4)), allocator: .init())!.readableBytesView),
+        Array(
+            MessageDeflater(windowBits: 15, level: 6).compress(
+                ByteBuffer(string: String(repeating: #"{"action":"ping"}"#, count: 4)),
+                allocator: .init()
+            )!.readableBytesView
+        ),
         [0x01, 0x02, 0x00, 0xFD, 0xFF, 0x68, 0x69],
     ]
 

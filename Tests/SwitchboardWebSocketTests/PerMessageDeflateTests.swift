@@ -88,7 +88,9 @@ import Testing
         let inflater = try MessageInflater()
         #expect(inflater.inflate(bomb, limit: 1 << 20, allocator: self.allocator) == .failure(.tooBig))
         // The same inflater goes on with the next message.
-        let small = try #require(MessageDeflater(windowBits: 15, level: 9).compress(ByteBuffer(repeating: 0, count: 1 << 20), allocator: self.allocator))
+        let small = try #require(
+            MessageDeflater(windowBits: 15, level: 9).compress(ByteBuffer(repeating: 0, count: 1 << 20), allocator: self.allocator)
+        )
         #expect(inflater.inflate(small, limit: 1 << 20, allocator: self.allocator) == .success(ByteBuffer(repeating: 0, count: 1 << 20)))
         #expect(inflater.inflate(small, limit: (1 << 20) - 1, allocator: self.allocator) == .failure(.tooBig))
     }
@@ -129,7 +131,10 @@ import Testing
 
     @Test func theInflatedMessageIsCheckedLikeAnyOther() {
         var session = WebSocketSession(maxMessageBytes: 4, rejectBinary: true, perMessageDeflate: true)
-        #expect(session.inflated(.success(ByteBuffer(bytes: [0xC3, 0x28])), isText: true) == .sendClose(code: 1007, reason: "text message is not valid UTF-8"))
+        #expect(
+            session.inflated(.success(ByteBuffer(bytes: [0xC3, 0x28])), isText: true)
+                == .sendClose(code: 1007, reason: "text message is not valid UTF-8")
+        )
         session = WebSocketSession(maxMessageBytes: 4, rejectBinary: true, perMessageDeflate: true)
         #expect(session.inflated(.success(ByteBuffer(bytes: [1])), isText: false) == .sendClose(code: 1003, reason: "binary frames are not accepted"))
         session = WebSocketSession(maxMessageBytes: 4, rejectBinary: true, perMessageDeflate: true)
@@ -153,7 +158,10 @@ import Testing
     func rsv1OnlyOnTheFirstFrameOfADataMessage(opcode: WebSocketOpcode, fin: Bool) {
         var session = WebSocketSession(maxMessageBytes: 64, rejectBinary: false, perMessageDeflate: true)
         if opcode == .continuation { _ = session.receive(self.frame(.text, [1], fin: false, rsv1: true)) }
-        #expect(session.receive(self.frame(opcode, [], fin: fin, rsv1: true)) == .sendClose(code: 1002, reason: "RSV1 set on a control or continuation frame"))
+        #expect(
+            session.receive(self.frame(opcode, [], fin: fin, rsv1: true))
+                == .sendClose(code: 1002, reason: "RSV1 set on a control or continuation frame")
+        )
     }
 
     @Test func rsv1WithoutTheExtensionIsAProtocolError() {

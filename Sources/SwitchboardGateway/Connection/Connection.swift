@@ -28,7 +28,14 @@ protocol Connection: AnyObject {
 /// One way of putting frames on a wire. Instances are shared by every connection that encodes alike, and a fan-out
 /// encodes once per instance: two connections with the same wire bytes must share one.
 protocol FrameEncoding: AnyObject, Sendable {
-    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer
+    /// A message's wire bytes.
+    func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer
+}
+
+extension FrameEncoding {
+    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
+        self.encode(frame.kind, allocator.buffer(bytes: frame.bytes), allocator: allocator)
+    }
 }
 
 /// The seed JSON protocol on a WebSocket: the frame's bytes as one RFC 6455 message, fragmented past the frame limit.
@@ -39,8 +46,8 @@ final class WebSocketEncoding: FrameEncoding {
         self.maxFrameBytes = maxFrameBytes
     }
 
-    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
-        WireFrame.encode(frame.kind, allocator.buffer(bytes: frame.bytes), maxFrame: self.maxFrameBytes, allocator: allocator)
+    func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        WireFrame.encode(kind, payload, maxFrame: self.maxFrameBytes, allocator: allocator)
     }
 }
 
@@ -56,11 +63,10 @@ final class DeflateEncoding: FrameEncoding {
         (self.maxFrameBytes, self.thresholdBytes, self.deflater) = (maxFrameBytes, thresholdBytes, deflater)
     }
 
-    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let payload = allocator.buffer(bytes: frame.bytes)
+    func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
         if payload.readableBytes >= self.thresholdBytes, let compressed = self.deflater.compress(payload, allocator: allocator) {
-            return WireFrame.encode(frame.kind, compressed, maxFrame: self.maxFrameBytes, compressed: true, allocator: allocator)
+            return WireFrame.encode(kind, compressed, maxFrame: self.maxFrameBytes, compressed: true, allocator: allocator)
         }
-        return WireFrame.encode(frame.kind, payload, maxFrame: self.maxFrameBytes, allocator: allocator)
+        return WireFrame.encode(kind, payload, maxFrame: self.maxFrameBytes, allocator: allocator)
     }
 }

@@ -326,8 +326,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.send(ServerFrames.error(message, timestamp: now))
             case .echo:
                 // Straight from the read buffer, not through an `OutboundFrame` copy.
-                let maxFrame = self.gateway.configuration.maxFrameBytes
-                self.writeNow(WireFrame.encode(isText ? .text : .binary, buffer, maxFrame: maxFrame, allocator: ByteBufferAllocator()), flush: true)
+                self.writeNow(self.encoding.encode(isText ? .text : .binary, buffer, allocator: ByteBufferAllocator()), flush: true)
                 self.gateway.metrics.messagesSent.increment()
                 self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
