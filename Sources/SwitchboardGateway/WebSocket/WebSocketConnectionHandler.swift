@@ -105,7 +105,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.context = context
         self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         self.shard.add(self)
-        self.gateway.logger.info("connected", metadata: ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"])
+        var metadata: Logger.Metadata = ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"]
+        if self.session.perMessageDeflate { metadata["compression"] = "\(PerMessageDeflate.extensionName)" }
+        self.gateway.logger.info("connected", metadata: metadata)
         let started = self.machine.started(channelActive: context.channel.isActive)
         if self.gateway.configuration.welcomeFrame {
             self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
