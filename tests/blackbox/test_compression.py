@@ -109,6 +109,14 @@ def test_messages_from_the_threshold_up_are_compressed(start_server, raw):
     assert wire == len(payload_bytes) + 2 + (99 + 2) + (2000 + 4)
 
 
+def test_with_no_threshold_every_message_that_shrinks_is_compressed(start_server):
+    server = start_server("--routes", "$default=echo", "--compression-threshold-bytes", "0")
+    with connect(server.url) as ws:
+        for message in ("", "a", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", b"", CHAT):
+            ws.send(message)
+            assert ws.recv(timeout=5) == message
+
+
 def test_compressed_messages_from_the_client_in_one_or_several_frames(start_server, raw):
     server = start_server("--routes", "$default=echo")
     ws = raw(server.port)
