@@ -70,14 +70,15 @@ struct ClusterTopology: Sendable, Equatable {
         self.addresses[announced] ?? announced
     }
 
-    /// `slot` is in 0..<16384 (callers parse it with `slot(_:)` or take it from `HashSlot`).
-    mutating func assign(_ slot: Int, to node: ClusterNode) {
+    /// `slots` are within 0..<16384 (callers parse them with `slot(_:)` or take them from `HashSlot`).
+    mutating func assign(_ slots: ClosedRange<Int>, to node: ClusterNode) {
         var index = self.primaries.firstIndex(of: node)
         if index == nil, self.primaries.count < Int(Int16.max) {
             self.primaries.append(node)
             index = self.primaries.count - 1
         }
-        self.owners[slot] = Int16(index ?? -1)
+        let owner = Int16(index ?? -1)
+        for slot in slots { self.owners[slot] = owner }
     }
 
     /// A `CLUSTER SHARDS` reply (Redis 7), RESP2 or RESP3. With TLS a node is reached by its `hostname` when it has
@@ -112,7 +113,7 @@ struct ClusterTopology: Sendable, Equatable {
             for pair in stride(from: 0, to: ranges.count, by: 2) {
                 let (first, last) = (try Self.slot(ranges[pair]), try Self.slot(ranges[pair + 1]))
                 guard first <= last else { throw Self.bad("CLUSTER SHARDS", "slot range \(first)-\(last)") }
-                for slot in first...last { self.assign(slot, to: primary.node) }
+                self.assign(first...last, to: primary.node)
             }
         }
     }
@@ -138,7 +139,7 @@ struct ClusterTopology: Sendable, Equatable {
                 tls: tls,
                 queried: queried
             )
-            for slot in first...last { self.assign(slot, to: primary) }
+            self.assign(first...last, to: primary)
         }
     }
 

@@ -202,7 +202,7 @@ public final class RedisClusterClient: RedisCommands {
         let address = self.state.withLock { state in
             (state.stale, state.changed) = (true, true)
             let address = state.topology?.address(of: target) ?? target
-            state.topology?.assign(slot, to: address)
+            state.topology?.assign(slot...slot, to: address)
             return address
         }
         Task { await self.refresh() }
