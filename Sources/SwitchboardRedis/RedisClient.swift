@@ -60,6 +60,10 @@ public final class RedisClient: Sendable {
     /// Whether Redis answered the last command or probe.
     public var isConnected: Bool { self.state.withLock { $0.reachable && $0.connection?.isActive == true } }
 
+    /// Whether Redis counts as reachable: no command failed since the last probe that answered (a cluster picks a
+    /// primary for keyless commands by it).
+    var isReachable: Bool { self.state.withLock { $0.reachable } }
+
     /// What a probe found.
     public enum Probe: Sendable {
         case answered

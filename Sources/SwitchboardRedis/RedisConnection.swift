@@ -84,7 +84,8 @@ public struct RedisConfiguration: Sendable {
 }
 
 /// Encodes commands and matches replies to them in order, so any number can be in flight (pipelining). Pub/sub
-/// messages (`message`, `pmessage`, and RESP3 pushes) go to `onPush` instead.
+/// messages (`message`, `pmessage`, `smessage`, and RESP3 pushes) go to `onPush` instead, and so does any reply that
+/// arrives while no command waits.
 final class RESPHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = (command: [RedisArgument], promise: EventLoopPromise<RESPValue>)
@@ -118,6 +119,9 @@ final class RESPHandler: ChannelDuplexHandler {
                     onPush(value)
                 } else if let promise = self.pending.popFirst() {
                     promise.succeed(value)
+                } else {
+                    // Nothing asked for it: a sharded `sunsubscribe` Redis sends when a slot moves away.
+                    self.onPush?(value)
                 }
             }
         } catch {
@@ -130,7 +134,7 @@ final class RESPHandler: ChannelDuplexHandler {
     private static func isPush(_ value: RESPValue) -> Bool {
         if case .push = value { return true }
         guard case .array(let elements?) = value, let kind = elements.first?.string else { return false }
-        return kind == "message" || kind == "pmessage"
+        return kind == "message" || kind == "pmessage" || kind == "smessage"
     }
 
     func channelInactive(context: ChannelHandlerContext) {

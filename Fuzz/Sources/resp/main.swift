@@ -40,7 +40,10 @@ func decode(_ chunks: [ArraySlice<UInt8>], bound: Int) -> Outcome {
     for chunk in chunks {
         buffer.writeBytes(chunk)
         do {
-            while let value = try decoder.next(&buffer) { outcome.values.append(value) }
+            while let value = try decoder.next(&buffer) {
+                outcome.values.append(value)
+                readAsCluster(value)
+            }
         } catch {
             outcome.failed = true
             return outcome
@@ -48,6 +51,17 @@ func decode(_ chunks: [ArraySlice<UInt8>], bound: Int) -> Outcome {
     }
     outcome.unread = buffer.readableBytes
     return outcome
+}
+
+/// The Redis Cluster parsers read what a server sent too: the slot map (`CLUSTER SHARDS`, `CLUSTER SLOTS`) and
+/// redirects (`-MOVED`, `-ASK`). They may refuse any value, never trap on one.
+func readAsCluster(_ value: RESPValue) {
+    let node = ClusterNode(host: "h", port: 1)
+    for tls in [false, true] {
+        _ = try? ClusterTopology(shards: value, tls: tls, queried: node)
+        _ = try? ClusterTopology(slots: value, tls: tls, queried: node)
+    }
+    if case .error(let message) = value { _ = ClusterRedirect(message, from: node) }
 }
 
 switchboard_fuzz_run(CommandLine.argc, CommandLine.unsafeArgv, fuzzOne)
