@@ -374,6 +374,14 @@ public enum ConfigurationSchema {
         .scalar("metrics.emf_service", \.emfService, default: "switchboard", "The ServiceName dimension of those lines.", parse: { $0 }),
         .scalar("redis.prefix", \.redisPrefix, default: "switchboard:", "Prefix of every Redis key and channel.", parse: { $0 }),
         .scalar(
+            "redis.mode",
+            \.redisMode,
+            default: "standalone",
+            "standalone: one Redis (or a primary with replicas); cluster: a Redis Cluster, the URL one seed node or\n"
+                + "  ElastiCache's configuration endpoint (keys hash-tagged per room, sharded pub/sub); auto: ask at start.",
+            parse: { try Parse.choice($0, of: GatewayConfiguration.RedisMode.self) }
+        ),
+        .scalar(
             "redis.ttl",
             \.redisTTL,
             default: "30s",

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import SwitchboardCore
+import SwitchboardRedis
 
 /// Everything an operator can set. Defaults are a single node on port 8080 serving the seed protocol; each
 /// property's key, flag and environment variable are listed by ``ConfigurationSchema`` and `switchboard --help`.
@@ -73,6 +74,15 @@ public struct GatewayConfiguration: Sendable {
     /// Overrides the URL's password, so the URL can sit in plain configuration and the password in a secret store.
     public var redisPassword: String?
     public var redisPrefix = "switchboard:"
+    /// One Redis, a Redis Cluster (ElastiCache cluster mode, ElastiCache Serverless, Valkey), or `auto`: asked at start.
+    public var redisMode = RedisMode.standalone
+
+    public enum RedisMode: String, Sendable, CaseIterable {
+        case standalone
+        case cluster
+        /// `INFO cluster` at start says which; the node refuses to start if Redis cannot be asked.
+        case auto
+    }
     /// How long a dead node's entries live before survivors sweep them.
     public var redisTTL = Duration.seconds(30)
     public var redisIngressBroadcast: [String] = []
@@ -180,6 +190,9 @@ public struct GatewayConfiguration: Sendable {
                 reason:
                     "\(self.outboundQueueBytes) is below limits.max_message_bytes (\(self.maxMessageBytes)): one message would close its recipient"
             )
+        }
+        if self.redisMode != .standalone, let url = self.redisURL, let redis = try? RedisConfiguration(url: url), redis.database != 0 {
+            throw ConfigurationError(key: "redis.url", reason: "a Redis Cluster has only database 0 (the URL names \(redis.database))")
         }
         if (self.tlsCertificateFile == nil) != (self.tlsKeyFile == nil) {
             throw ConfigurationError(key: "tls.cert_file", reason: "tls.cert_file and tls.key_file go together")

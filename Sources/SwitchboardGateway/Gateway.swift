@@ -79,9 +79,27 @@ public final class Gateway: Service {
         options.ingressBroadcast = configuration.redisIngressBroadcast
         options.ingressRoomPattern = configuration.redisIngressRoomPattern
         options.history = configuration.history
+        options.layout = configuration.redisMode == .cluster ? .cluster : .standalone
         var brokerLogger = logger
         brokerLogger[metadataKey: "subsystem"] = "cluster"
         return RedisBroker(configuration: redis, node: configuration.nodeId, options: options, group: group, local: hub, logger: brokerLogger)
+    }
+
+    /// `redis.mode: auto` made definite by asking Redis (`INFO cluster`), before a node is built on it: its key layout
+    /// depends on the answer, so a Redis that cannot be asked stops the start with a message saying so.
+    public static func resolveRedisMode(_ configuration: inout GatewayConfiguration) async throws {
+        guard configuration.redisMode == .auto, let url = configuration.redisURL else { return }
+        do {
+            var redis = try RedisConfiguration(url: url)
+            if let password = configuration.redisPassword { redis.password = password }
+            let group = MultiThreadedEventLoopGroup.singleton
+            configuration.redisMode = try await RedisClusterClient.isCluster(redis, group: group) ? .cluster : .standalone
+        } catch {
+            throw ConfigurationError(
+                key: "redis.mode",
+                reason: "auto: cannot ask \(url) whether it is a cluster (\(error)); set standalone or cluster"
+            )
+        }
     }
 
     /// The address the server listens on, once `run()` has bound it.

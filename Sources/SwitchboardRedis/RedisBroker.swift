@@ -7,7 +7,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// The cluster broker: many nodes share one Redis for fan-out and the registry.
+/// The cluster broker: many nodes share one Redis, or one Redis Cluster, for fan-out and the registry.
 ///
 /// - Fan-out: one `PUBLISH` per message whatever the number of recipients, on a channel per room, per user, a
 ///   broadcast channel and a channel per node (direct sends and commands). A node subscribes to a room's or a
@@ -17,10 +17,21 @@ import Glibc
 ///   to clean up after a dead node), `user:{userId}`, `room:{roomId}` (connection id → user id), `conn-rooms:{id}`,
 ///   and the sorted sets `conns`, `rooms` and `nodes` (node → last heartbeat) for listings and liveness. The name
 ///   is always the last part of a key (``KeyKind``).
+/// - On a Redis Cluster (``Layout/cluster``) every name is a hash tag (`room:{lobby}`, `hist:{lobby}`,
+///   `ch:room:{lobby}`), so all of one room's keys and its channel live in one slot: the append script runs on the
+///   shard that owns the room, and room, user, node and broadcast channels are sharded pub/sub (`SPUBLISH`,
+///   `SSUBSCRIBE`), handled by that shard alone, so fan-out capacity grows with the shards. Ingress channels stay
+///   classic pub/sub, which backends `PUBLISH` to on any node. `docs/cluster.md` has the layout and its costs.
 /// - A node whose heartbeat is older than the TTL is dead: one survivor claims it (`SET … NX`), and for each of its
 ///   connections removes the memberships and hands the entry to `onSwept`, which tells the rooms and runs
 ///   `$disconnect` once.
 public final class RedisBroker: Broker {
+    /// How keys and channels are laid out: as they always were on one Redis, or hash-tagged for a Redis Cluster.
+    public enum Layout: String, Sendable, CaseIterable {
+        case standalone
+        case cluster
+    }
+
     public struct Options: Sendable {
         public var prefix = "switchboard:"
         public var ttl = Duration.seconds(30)
@@ -29,6 +40,7 @@ public final class RedisBroker: Broker {
         /// A channel pattern ending in `*` whose messages go to the room the `*` names (`chat:*` → `chat:lobby` → `lobby`).
         public var ingressRoomPattern: String?
         public var history = HistoryLimits()
+        public var layout = Layout.standalone
 
         public init() {}
     }
@@ -45,8 +57,12 @@ public final class RedisBroker: Broker {
     }
 
     public let node: String
-    private let client: RedisClient
-    private let subscriber: RedisSubscriber
+    public let layout: Layout
+    private let client: any RedisCommands
+    /// Room, user, node and broadcast channels: classic pub/sub on one Redis, sharded on a cluster.
+    private let channels: any RedisPubSub
+    /// Backends' ingress channels, always classic pub/sub (the same subscriber as ``channels`` on one Redis).
+    private let ingress: RedisSubscriber
     private let local: any LocalDelivery
     public var localDelivery: any LocalDelivery { self.local }
     private let options: Options
@@ -70,9 +86,10 @@ public final class RedisBroker: Broker {
 
     /// Whoever removes a connection from `node-conns:{node}` runs its `$disconnect`, so the node and a sweeper
     /// never both do. The sweeper records what it claimed in `swept:{node}` in the same step.
-    /// A node that heartbeats again (it was cut off, not dead) is not swept any further.
+    /// A node that heartbeats again (it was cut off, not dead) is not swept any further: its `node-beat:{node}` is
+    /// newer than the cutoff. That key, not the `nodes` set, is checked here because it shares the node's hash tag.
     private static let sweepClaimScript = """
-        local beat = redis.call('ZSCORE', KEYS[3], ARGV[2])
+        local beat = redis.call('GET', KEYS[3])
         if beat and tonumber(beat) > tonumber(ARGV[3]) then return -1 end
         if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
         redis.call('SADD', KEYS[2], ARGV[1])
@@ -93,7 +110,8 @@ public final class RedisBroker: Broker {
     static let maximumWaitingDisconnects = 10_000
 
     /// Assigns a room message its offset, appends it to the room's stream (bounded by length, expiring with age)
-    /// and publishes it, atomically, so offsets follow publish order across nodes.
+    /// and publishes it (`PUBLISH`, or `SPUBLISH` on a cluster), atomically, so offsets follow publish order across
+    /// nodes.
     private static let appendScript = """
         local offset = redis.call('INCR', KEYS[1])
         local frame = ARGV[1] .. offset .. '}'
@@ -101,7 +119,7 @@ public final class RedisBroker: Broker {
           redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ts', ARGV[3], 'f', frame)
           redis.call('PEXPIRE', KEYS[2], ARGV[4])
         end
-        redis.call('PUBLISH', KEYS[3], ARGV[5] .. frame)
+        redis.call(ARGV[6], KEYS[3], ARGV[5] .. frame)
         return offset
         """
 
@@ -115,18 +133,24 @@ public final class RedisBroker: Broker {
     ) {
         self.node = node
         self.options = options
+        self.layout = options.layout
         self.local = local
         self.logger = logger
-        self.client = RedisClient(configuration: configuration, group: group, logger: logger)
         (self.wakeups, self.wakeup) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let handler = Box()
-        self.subscriber = RedisSubscriber(
-            configuration: configuration,
-            group: group,
-            logger: logger,
-            handler: { channel, payload in handler.broker?.received(channel: channel, payload: payload) }
-        )
-        handler.broker = self
+        let box = Box()
+        let handler: RedisSubscriber.Handler = { channel, payload in box.broker?.received(channel: channel, payload: payload) }
+        // Classic pub/sub reaches every node of a cluster, so the ingress subscriber may use any one (the seed).
+        self.ingress = RedisSubscriber(configuration: configuration, group: group, logger: logger, handler: handler)
+        switch options.layout {
+        case .standalone:
+            self.client = RedisClient(configuration: configuration, group: group, logger: logger)
+            self.channels = self.ingress
+        case .cluster:
+            let cluster = RedisClusterClient(configuration: configuration, group: group, logger: logger)
+            self.client = cluster
+            self.channels = RedisShardedSubscriber(cluster: cluster, group: group, logger: logger, handler: handler)
+        }
+        box.broker = self
     }
 
     /// Lets the subscriber's closures reach the broker that owns it without a retain cycle at init time.
@@ -147,6 +171,8 @@ public final class RedisBroker: Broker {
         case roomOffset = "room-offset"
         case history = "hist"
         case sweep
+        /// When a node last heartbeat, beside its connections' keys (same hash tag), for the sweep's atomic check.
+        case nodeBeat = "node-beat"
         /// The connections a survivor swept for a node, kept a day so the node, if it was only cut off, closes them
         /// without a second `$disconnect` when it is back.
         case swept
@@ -156,12 +182,19 @@ public final class RedisBroker: Broker {
     }
 
     func key(_ kind: KeyKind, _ name: String? = nil) -> String {
-        name.map { self.options.prefix + kind.rawValue + ":" + $0 } ?? self.options.prefix + kind.rawValue
+        name.map { self.options.prefix + kind.rawValue + ":" + self.tagged($0) } ?? self.options.prefix + kind.rawValue
     }
     /// Channels follow the same rule: `ch:`, a kind, `:`, the name last.
-    private func channel(_ kind: String, _ name: String) -> String { self.options.prefix + "ch:" + kind + ":" + name }
+    private func channel(_ kind: String, _ name: String) -> String { self.options.prefix + "ch:" + kind + ":" + self.tagged(name) }
 
-    public var isConnected: Bool { self.client.isConnected && self.subscriber.isConnected }
+    /// On a cluster the name is the key's hash tag, so every key and the channel of one room (or user, connection,
+    /// node) share a slot. Names never hold braces (``Name``), so the tag is exactly the name.
+    private func tagged(_ name: String) -> String { self.layout == .cluster ? "{" + name + "}" : name }
+
+    /// How room, user, node and broadcast channels are published.
+    private var publishCommand: RedisArgument { self.layout == .cluster ? "SPUBLISH" : "PUBLISH" }
+
+    public var isConnected: Bool { self.client.isConnected && self.channels.isConnected && self.ingress.isConnected }
 
     public var localRoomCount: Int { self.state.withLock { $0.roomMembers.count } }
 
@@ -176,20 +209,22 @@ public final class RedisBroker: Broker {
     /// Runs the pub/sub connection, the ordered publisher, the heartbeat and the sweeper until cancelled.
     public func run() async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.subscriber.run() }
+            group.addTask { await self.ingress.run() }
+            if self.layout == .cluster { group.addTask { await self.channels.run() } }
             group.addTask { await self.publishLoop() }
             group.addTask { await self.heartbeatLoop() }
             group.addTask { await self.probeLoop() }
             group.addTask {
-                try? await self.subscriber.subscribe(self.channel("all", "all"))
-                try? await self.subscriber.subscribe(self.channel("node", self.node))
-                for channel in self.options.ingressBroadcast { try? await self.subscriber.subscribe(channel) }
-                if let pattern = self.options.ingressRoomPattern { try? await self.subscriber.psubscribe(pattern) }
+                try? await self.channels.subscribe(self.channel("all", "all"))
+                try? await self.channels.subscribe(self.channel("node", self.node))
+                for channel in self.options.ingressBroadcast { try? await self.ingress.subscribe(channel) }
+                if let pattern = self.options.ingressRoomPattern { try? await self.ingress.psubscribe(pattern) }
             }
             await withTaskCancellationHandler {
                 while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
             } onCancel: {
-                self.subscriber.stop()
+                self.channels.stop()
+                self.ingress.stop()
                 self.wakeup.finish()
             }
             group.cancelAll()
@@ -228,17 +263,18 @@ public final class RedisBroker: Broker {
                         "EVAL", .string(Self.appendScript), "3", .string(self.key(.roomOffset, room)), .string(self.key(.history, room)),
                         .string(self.channel("room", room)), .bytes(message.prefix), RedisArgument(self.options.history.messages),
                         RedisArgument(Self.now()), RedisArgument(Self.milliseconds(self.options.history.age)), .bytes(header),
+                        self.publishCommand,
                     ])
                 case .publish(let channel, let payload):
-                    commands.append(["PUBLISH", .string(channel), .bytes(payload)])
+                    commands.append([self.publishCommand, .string(channel), .bytes(payload)])
                 case .toConnection(let id, let payload):
                     guard let node = (try? await self.client.send("HGET", .string(self.key(.connection, id.rawValue)), "node"))?.string else {
                         continue
                     }
-                    commands.append(["PUBLISH", .string(self.channel("node", node)), .bytes(payload)])
+                    commands.append([self.publishCommand, .string(self.channel("node", node)), .bytes(payload)])
                 }
             }
-            let replies = try? await self.client.pipeline(commands)
+            let replies = await self.sendRetryingFailover(commands)
             watchdog.cancel()
             let answered = self.outbox.withLock { _ in
                 self.late.store(false, ordering: .relaxed)
@@ -247,12 +283,48 @@ public final class RedisBroker: Broker {
             guard answered else { continue }
             // Room messages reach this node's members once their offset is known, in offset order; without Redis
             // there is no offset to assign, and members here still get the message, with offset 0.
-            if replies == nil, !appended.isEmpty { self.logger.warning("cluster publish failed; delivered locally only") }
+            if let failed = appended.first(where: { replies[$0.index]?.int == nil }) {
+                let reason = replies[failed.index].map { "\($0)" } ?? "no answer"
+                self.logger.warning("cluster publish failed; delivered locally only", metadata: ["reply": "\(reason)"])
+            }
             for (index, message) in appended {
-                self.local.deliver(message.frame(offset: replies?[index].int ?? 0), to: .room(message.room))
+                self.local.deliver(message.frame(offset: replies[index]?.int ?? 0), to: .room(message.room))
             }
         }
     }
+
+    /// Sends one publish batch; commands that could not reach Redis (a primary failing over, a restart) are sent again
+    /// every 250 ms for up to ``failoverWindow``, and only those, so a failover that ends in time loses no message
+    /// and runs none twice. Meanwhile later publishes wait, and members here get them at once (``deliverLate(_:)``).
+    /// `nil` for a command that never got an answer.
+    private func sendRetryingFailover(_ commands: [[RedisArgument]]) async -> [RESPValue?] {
+        var outcomes = await self.client.pipelineEach(commands)
+        let started = ContinuousClock.now
+        while !Task.isCancelled, ContinuousClock.now - started < Self.failoverWindow {
+            let failed = outcomes.indices.filter { Self.notRun(outcomes[$0]) }
+            guard !failed.isEmpty else { break }
+            try? await Task.sleep(for: .milliseconds(250))
+            for (index, outcome) in zip(failed, await self.client.pipelineEach(failed.map { commands[$0] })) { outcomes[index] = outcome }
+        }
+        return outcomes.map { try? $0.get() }
+    }
+
+    /// Whether a command certainly did not run and may be sent again: no answer, or an answer that refused it before
+    /// running it (a cluster without an owner for the slot, a slot on the move, a replica that was a primary, a Redis
+    /// still loading its data).
+    private static func notRun(_ outcome: Result<RESPValue, RedisError>) -> Bool {
+        switch outcome {
+        case .failure: true
+        case .success(.error(let message)):
+            ["CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "LOADING", "MASTERDOWN", "READONLY"].contains { message.hasPrefix($0) }
+        case .success: false
+        }
+    }
+
+    /// How long a publish is retried while Redis does not answer: an ElastiCache or Redis Cluster failover (the
+    /// replica is promoted after `cluster-node-timeout`) or a quick restart. Past it, cross-node delivery of what was
+    /// published is given up, as before.
+    static let failoverWindow = Duration.seconds(10)
 
     /// Asks Redis every second whether it answers, so `isConnected` (and `/health`) tells the truth within two
     /// seconds of Redis freezing or dropping off the network, and callers stop waiting on it. When it stops
@@ -262,7 +334,9 @@ public final class RedisBroker: Broker {
             switch await self.client.probe() {
             case .answered: break
             case .recovered: await self.resync()
-            case .unreachable: self.subscriber.reset()
+            case .unreachable:
+                self.channels.reset()
+                self.ingress.reset()
             }
             try? await Task.sleep(for: .seconds(1))
         }
@@ -307,7 +381,11 @@ public final class RedisBroker: Broker {
 
     private func heartbeat() async {
         let ids = self.state.withLock { Array($0.connections.keys) }
-        var commands: [[RedisArgument]] = [["ZADD", .string(self.key(.nodes)), RedisArgument(Self.now()), .string(self.node)]]
+        let now = Self.now()
+        var commands: [[RedisArgument]] = [
+            ["ZADD", .string(self.key(.nodes)), RedisArgument(now), .string(self.node)],
+            ["SET", .string(self.key(.nodeBeat, self.node)), RedisArgument(now), "PX", RedisArgument(Self.milliseconds(self.options.ttl * 3))],
+        ]
         for id in ids { commands.append(["EXPIRE", .string(self.key(.connection, id.rawValue)), RedisArgument(self.ttlSeconds)]) }
         _ = try? await self.client.pipeline(commands)
     }
@@ -343,7 +421,7 @@ public final class RedisBroker: Broker {
                         "3",
                         .string(self.key(.nodeConnections, name)),
                         .string(self.key(.swept, name)),
-                        .string(self.key(.nodes)),
+                        .string(self.key(.nodeBeat, name)),
                         .string(info.id.rawValue),
                         .string(name),
                         RedisArgument(cutoff)
@@ -405,7 +483,7 @@ public final class RedisBroker: Broker {
             state.userConnections[connection.userId, default: 0] += 1
             return state.userConnections[connection.userId] == 1
         }
-        if firstOfUser { try? await self.subscriber.subscribe(self.channel("user", connection.userId)) }
+        if firstOfUser { try? await self.channels.subscribe(self.channel("user", connection.userId)) }
         do {
             try await self.writeRegistration(connection)
         } catch {
@@ -442,7 +520,7 @@ public final class RedisBroker: Broker {
             return (info, last, state.registered.remove(connection) != nil)
         }
         guard let info else { return true }
-        if lastOfUser { try? await self.subscriber.unsubscribe(self.channel("user", info.userId)) }
+        if lastOfUser { try? await self.channels.unsubscribe(self.channel("user", info.userId)) }
         let owned = registered ? await self.claim(connection) : true
         await self.forget(info, rooms: [], node: self.node)
         return owned
@@ -492,7 +570,7 @@ public final class RedisBroker: Broker {
         }
         // Subscribed before the joiner hears `joinedRoom`, so it misses nothing sent after (when Redis is away the
         // channel is remembered and subscribed on reconnect).
-        if firstLocal { try? await self.subscriber.subscribe(self.channel("room", room.rawValue)) }
+        if firstLocal { try? await self.channels.subscribe(self.channel("room", room.rawValue)) }
         do {
             return try await self.writeMembership(room, member, listing: limit)
         } catch {
@@ -539,7 +617,7 @@ public final class RedisBroker: Broker {
             ["HLEN", .string(roomKey)],
         ])
         if replies?[2].int == 0 { _ = try? await self.client.send("ZREM", .string(self.key(.rooms)), .string(room.rawValue)) }
-        if lastLocal { try? await self.subscriber.unsubscribe(self.channel("room", room.rawValue)) }
+        if lastLocal { try? await self.channels.unsubscribe(self.channel("room", room.rawValue)) }
     }
 
     // MARK: Delivery

@@ -63,10 +63,19 @@ public final class RedisClusterClient: RedisCommands {
     /// `commands`. Commands for one slot go to one node in one write, so they run in the order given; a command
     /// redirected is sent again after the parts, in that order too.
     public func pipeline(_ commands: [[RedisArgument]]) async throws(RedisError) -> [RESPValue] {
+        var replies: [RESPValue] = []
+        for result in await self.pipelineEach(commands) { replies.append(try result.get()) }
+        return replies
+    }
+
+    public func pipelineEach(_ commands: [[RedisArgument]]) async -> [Result<RESPValue, RedisError>] {
         let slots = commands.map(Self.slot(of:))
-        var targets: [ClusterNode] = []
-        for slot in slots { targets.append(try await self.node(for: slot)) }
-        let parts = Dictionary(grouping: commands.indices) { targets[$0] }
+        var outcomes = [Result<RESPValue, RedisError>](repeating: .failure(RedisError(.connection, "not sent")), count: commands.count)
+        var targets: [Int: ClusterNode] = [:]
+        for (index, slot) in slots.enumerated() {
+            do throws(RedisError) { targets[index] = try await self.node(for: slot) } catch { outcomes[index] = .failure(error) }
+        }
+        let parts = Dictionary(grouping: targets.keys.sorted()) { targets[$0]! }
         let results = await withTaskGroup(of: ([Int], Result<[RESPValue], RedisError>).self) { group in
             for (node, indices) in parts {
                 group.addTask {
@@ -79,15 +88,21 @@ public final class RedisClusterClient: RedisCommands {
             }
             return await group.reduce(into: []) { $0.append($1) }
         }
-        var replies = [RESPValue](repeating: .null, count: commands.count)
         for (indices, result) in results {
-            for (index, reply) in zip(indices, try result.get()) { replies[index] = reply }
+            switch result {
+            case .success(let replies): for (index, reply) in zip(indices, replies) { outcomes[index] = .success(reply) }
+            case .failure(let error): for index in indices { outcomes[index] = .failure(error) }
+            }
         }
-        for index in replies.indices {
-            guard case .error = replies[index] else { continue }
-            replies[index] = try await self.follow(commands[index], slot: slots[index], reply: replies[index], from: targets[index])
+        for index in outcomes.indices {
+            guard case .success(let reply) = outcomes[index], case .error = reply, let node = targets[index] else { continue }
+            do throws(RedisError) {
+                outcomes[index] = .success(try await self.follow(commands[index], slot: slots[index], reply: reply, from: node))
+            } catch {
+                outcomes[index] = .failure(error)
+            }
         }
-        return replies
+        return outcomes
     }
 
     /// Whether every slot has an owner that answered the last command or probe.

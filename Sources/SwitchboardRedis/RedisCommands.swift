@@ -4,6 +4,9 @@ public protocol RedisCommands: Sendable {
     func send(_ command: [RedisArgument]) async throws(RedisError) -> RESPValue
     /// Replies in the order of `commands`; an error reply is returned, not thrown.
     func pipeline(_ commands: [[RedisArgument]]) async throws(RedisError) -> [RESPValue]
+    /// The same, with each command's own outcome: on a cluster a shard that failed fails only its commands, so a
+    /// caller can retry exactly those without running the others twice.
+    func pipelineEach(_ commands: [[RedisArgument]]) async -> [Result<RESPValue, RedisError>]
     /// Whether Redis answered the last command or probe (on a cluster: every slot's owner did).
     var isConnected: Bool { get }
     /// Checks that Redis answers; run every second, it is what makes an unreachable Redis usable again.
@@ -12,6 +15,15 @@ public protocol RedisCommands: Sendable {
 }
 
 extension RedisCommands {
+    /// One endpoint: all the commands succeed or fail together.
+    public func pipelineEach(_ commands: [[RedisArgument]]) async -> [Result<RESPValue, RedisError>] {
+        do {
+            return try await self.pipeline(commands).map { .success($0) }
+        } catch {
+            return Array(repeating: .failure(error), count: commands.count)
+        }
+    }
+
     @discardableResult
     public func send(_ command: RedisArgument...) async throws(RedisError) -> RESPValue {
         try await self.send(command)

@@ -32,7 +32,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let configuration: GatewayConfiguration
+        var loaded: GatewayConfiguration
         do {
             let path = self.config ?? environment[ConfigurationLoader.configFileVariable]
             let yaml = try path.map { path in
@@ -40,10 +40,12 @@ struct Serve: AsyncParsableCommand {
                     throw ValidationError("cannot read configuration file \(path): \(error.localizedDescription)")
                 }
             }
-            configuration = try ConfigurationLoader.load(yaml: yaml, environment: environment, arguments: self.settings)
+            loaded = try ConfigurationLoader.load(yaml: yaml, environment: environment, arguments: self.settings)
+            try await Gateway.resolveRedisMode(&loaded)
         } catch let error as ConfigurationError {
             throw ValidationError(error.description)
         }
+        let configuration = loaded
 
         LoggingSystem.bootstrap { label in
             switch configuration.logFormat {
