@@ -89,7 +89,7 @@ locals {
   container_secrets = merge(var.secrets, { for name, arn in {
     SWITCHBOARD_REDIS_PASSWORD          = one(aws_secretsmanager_secret.redis_auth[*].arn)
     SWITCHBOARD_MANAGEMENT_BEARER_TOKEN = aws_secretsmanager_secret.management_token.arn
-  } : name => arn if arn != null })
+  } : name => arn if name != "SWITCHBOARD_REDIS_PASSWORD" || local.create_redis })
 }
 
 resource "aws_ecs_task_definition" "switchboard" {

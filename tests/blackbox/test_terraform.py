@@ -499,6 +499,7 @@ def test_each_redis_kind_creates_its_cache_and_gives_the_tasks_its_url_and_mode(
         assert url == f"rediss://one(aws_elasticache_{endpoint}):6379", (kind, url)
         assert tf_eval(module.locals["redis_mode"], module, inputs) == mode, kind
         assert tf_eval(module.outputs["redis_mode"]["value"], module, inputs) == mode, kind
+    assert "local.create_redis" in module.locals["container_secrets"]  # no module Redis secret for a given URL
     for mode in (None, "standalone", "cluster", "auto"):
         inputs = {"redis_url": "rediss://cache.example.internal:6379", "redis_mode": mode}
         assert created(module, inputs) & REDIS_RESOURCES == set(), mode  # a cache the module does not create
