@@ -40,7 +40,8 @@ resource "aws_iam_role_policy" "execution_secrets" {
           Effect = "Allow"
           Action = "secretsmanager:GetSecretValue"
           Resource = concat(
-            [aws_secretsmanager_secret.redis_auth.arn, aws_secretsmanager_secret.management_token.arn],
+            aws_secretsmanager_secret.redis_auth[*].arn,
+            [aws_secretsmanager_secret.management_token.arn],
             [for arn in values(var.secrets) : arn if startswith(split(":", arn)[2], "secretsmanager")],
           )
         },
@@ -76,17 +77,19 @@ resource "aws_iam_role" "task" {
 
 locals {
   container_environment = merge(var.environment, {
-    SWITCHBOARD_REDIS_URL             = "rediss://${local.redis_endpoint}:${local.redis_port}"
+    SWITCHBOARD_REDIS_URL             = local.redis_url
+    SWITCHBOARD_REDIS_MODE            = local.redis_mode
     SWITCHBOARD_DRAIN_DELAY           = "${var.drain_delay}s"
     SWITCHBOARD_DRAIN_GRACE_PERIOD    = "${var.drain_grace_period}s"
     SWITCHBOARD_METRICS_EMF_INTERVAL  = local.emf_interval
     SWITCHBOARD_METRICS_EMF_SERVICE   = local.emf_service
     SWITCHBOARD_MANAGEMENT_PORT       = tostring(var.management_port)
   })
-  container_secrets = merge(var.secrets, {
-    SWITCHBOARD_REDIS_PASSWORD          = aws_secretsmanager_secret.redis_auth.arn
+  # With redis_url the module has no Redis secret: var.secrets may carry SWITCHBOARD_REDIS_PASSWORD instead.
+  container_secrets = merge(var.secrets, { for name, arn in {
+    SWITCHBOARD_REDIS_PASSWORD          = one(aws_secretsmanager_secret.redis_auth[*].arn)
     SWITCHBOARD_MANAGEMENT_BEARER_TOKEN = aws_secretsmanager_secret.management_token.arn
-  })
+  } : name => arn if name != "SWITCHBOARD_REDIS_PASSWORD" || local.create_redis })
 }
 
 resource "aws_ecs_task_definition" "switchboard" {
@@ -138,6 +141,20 @@ resource "aws_ecs_task_definition" "switchboard" {
     precondition {
       condition     = var.drain_delay + var.drain_grace_period < local.stop_timeout_seconds
       error_message = "drain_delay + drain_grace_period must be under the 30 s stop timeout, or ECS kills tasks before their $disconnect integrations have run."
+    }
+    # Which Redis (redis.tf): the combinations that name two at once. (Validation blocks may not read other
+    # variables before Terraform 1.9, so these are preconditions: `terraform plan` stops on them all the same.)
+    precondition {
+      condition     = !(var.redis_cluster_mode && var.redis_serverless)
+      error_message = "redis_cluster_mode and redis_serverless both ask for a new Redis: set one (cluster-mode replication group or ElastiCache Serverless)."
+    }
+    precondition {
+      condition     = var.redis_url == null || !(var.redis_cluster_mode || var.redis_serverless)
+      error_message = "redis_url points the tasks at an existing cache and creates none: leave redis_cluster_mode and redis_serverless false with it."
+    }
+    precondition {
+      condition     = var.redis_mode == null || var.redis_url != null
+      error_message = "redis_mode goes with redis_url; for the caches the module creates it is set to match them (cluster for redis_cluster_mode and redis_serverless)."
     }
   }
 }

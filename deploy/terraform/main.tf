@@ -32,8 +32,6 @@ locals {
   region    = local.arn_parts[3]
   account   = local.arn_parts[4]
 
-  redis_endpoint = var.redis_cluster_mode ? aws_elasticache_replication_group.redis.configuration_endpoint_address : aws_elasticache_replication_group.redis.primary_endpoint_address
-
   tags = merge({ "app" = "switchboard" }, var.tags)
 }
 
@@ -91,9 +89,12 @@ resource "aws_cloudwatch_log_group" "switchboard" {
   depends_on = [aws_kms_key_policy.switchboard]
 }
 
-# The Redis AUTH token and the management bearer token: generated once by Secrets Manager, kept in it, injected into
-# the tasks by ECS. (The AUTH token is also in the Terraform state, as ElastiCache needs it: keep the state encrypted.)
+# The Redis AUTH token (the Serverless cache's user password) and the management bearer token: generated once by
+# Secrets Manager, kept in it, injected into the tasks by ECS. (The Redis one is also in the Terraform state, as
+# ElastiCache needs it: keep the state encrypted.) With redis_url there is no Redis secret: give the cache's own as
+# secrets = { SWITCHBOARD_REDIS_PASSWORD = ARN }.
 data "aws_secretsmanager_random_password" "redis_auth" {
+  count               = local.create_redis ? 1 : 0
   password_length     = 48
   exclude_punctuation = true
 }
@@ -103,18 +104,30 @@ data "aws_secretsmanager_random_password" "management_token" {
   exclude_punctuation = true
 }
 
+moved {
+  from = aws_secretsmanager_secret.redis_auth
+  to   = aws_secretsmanager_secret.redis_auth[0]
+}
+
+moved {
+  from = aws_secretsmanager_secret_version.redis_auth
+  to   = aws_secretsmanager_secret_version.redis_auth[0]
+}
+
 resource "aws_secretsmanager_secret" "redis_auth" {
-  #checkov:skip=CKV2_AWS_57:Rotating the Redis AUTH token is ElastiCache's ROTATE strategy plus a task restart; no rotation Lambda does it, so it is rotated by hand (docs/deploy.md)
+  #checkov:skip=CKV2_AWS_57:Rotating the Redis AUTH token is ElastiCache's ROTATE strategy (Serverless: a second user password) plus a task restart; no rotation Lambda does it, so it is rotated by hand (docs/deploy.md)
+  count                   = local.create_redis ? 1 : 0
   name_prefix             = "${var.name}-redis-auth-"
-  description             = "Switchboard Redis AUTH token"
+  description             = "Switchboard Redis AUTH token (Serverless: the default user's password)"
   kms_key_id              = aws_kms_key.switchboard.arn
   recovery_window_in_days = 7
   tags                    = local.tags
 }
 
 resource "aws_secretsmanager_secret_version" "redis_auth" {
-  secret_id     = aws_secretsmanager_secret.redis_auth.id
-  secret_string = data.aws_secretsmanager_random_password.redis_auth.random_password
+  count         = local.create_redis ? 1 : 0
+  secret_id     = aws_secretsmanager_secret.redis_auth[0].id
+  secret_string = data.aws_secretsmanager_random_password.redis_auth[0].random_password
 
   lifecycle {
     ignore_changes = [secret_string] # the data source draws a new one on every plan; the first one stays

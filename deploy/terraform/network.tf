@@ -1,6 +1,7 @@
 # Security groups: clients -> load balancer 443; load balancer -> tasks 8080; internal management load balancer ->
 # tasks management_port; tasks -> Redis 6379 and HTTPS (ECR, CloudWatch Logs, Secrets Manager, HTTPS integrations).
-# Nothing else. Rules are separate resources, so the groups can name each other.
+# Nothing else. Rules are separate resources, so the groups can name each other. With redis_url (a cache the module
+# does not create) there is no Redis group: open the path to it yourself (task_security_group_id and your cache's group).
 
 locals {
   management_cidr_blocks = var.management_cidr_blocks == null ? [data.aws_vpc.this.cidr_block] : var.management_cidr_blocks
@@ -114,16 +115,33 @@ resource "aws_vpc_security_group_egress_rule" "tasks_https" {
   cidr_ipv4         = "0.0.0.0/0"
 }
 
+moved {
+  from = aws_vpc_security_group_egress_rule.tasks_to_redis
+  to   = aws_vpc_security_group_egress_rule.tasks_to_redis[0]
+}
+
+moved {
+  from = aws_security_group.redis
+  to   = aws_security_group.redis[0]
+}
+
+moved {
+  from = aws_vpc_security_group_ingress_rule.redis_from_tasks
+  to   = aws_vpc_security_group_ingress_rule.redis_from_tasks[0]
+}
+
 resource "aws_vpc_security_group_egress_rule" "tasks_to_redis" {
+  count                        = local.create_redis ? 1 : 0
   security_group_id            = aws_security_group.tasks.id
   description                  = "Redis"
   ip_protocol                  = "tcp"
   from_port                    = local.redis_port
   to_port                      = local.redis_port
-  referenced_security_group_id = aws_security_group.redis.id
+  referenced_security_group_id = aws_security_group.redis[0].id
 }
 
 resource "aws_security_group" "redis" {
+  count       = local.create_redis ? 1 : 0
   name_prefix = "${var.name}-redis-"
   description = "Switchboard Redis: port 6379 from the tasks only"
   vpc_id      = var.vpc_id
@@ -135,7 +153,8 @@ resource "aws_security_group" "redis" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "redis_from_tasks" {
-  security_group_id            = aws_security_group.redis.id
+  count                        = local.create_redis ? 1 : 0
+  security_group_id            = aws_security_group.redis[0].id
   description                  = "Redis from the Switchboard tasks"
   ip_protocol                  = "tcp"
   from_port                    = local.redis_port

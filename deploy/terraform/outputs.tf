@@ -14,8 +14,8 @@ output "management_token_secret_arn" {
 }
 
 output "redis_auth_secret_arn" {
-  description = "Secrets Manager secret holding the Redis AUTH token."
-  value       = aws_secretsmanager_secret.redis_auth.arn
+  description = "Secrets Manager secret holding the Redis AUTH token (Serverless: the default user's password); null with redis_url."
+  value       = one(aws_secretsmanager_secret.redis_auth[*].arn)
 }
 
 output "load_balancer_arn" {
@@ -69,8 +69,13 @@ output "management_security_group_id" {
 }
 
 output "redis_endpoint" {
-  description = "Redis primary endpoint (cluster mode off) or configuration endpoint (cluster mode on), TLS on port 6379."
+  description = "Endpoint of the Redis the module created, TLS on port 6379: the primary endpoint (standalone), the configuration endpoint (redis_cluster_mode) or the Serverless cache's endpoint; null with redis_url."
   value       = local.redis_endpoint
+}
+
+output "redis_mode" {
+  description = "redis.mode the tasks run with (SWITCHBOARD_REDIS_MODE): standalone, or cluster for redis_cluster_mode and redis_serverless."
+  value       = local.redis_mode
 }
 
 output "log_group_name" {

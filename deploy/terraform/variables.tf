@@ -208,7 +208,7 @@ variable "log_retention_days" {
 }
 
 variable "redis_node_type" {
-  description = "ElastiCache node type."
+  description = "ElastiCache node type of the replication group (not used by redis_serverless or redis_url)."
   type        = string
   default     = "cache.t4g.small"
 
@@ -219,7 +219,7 @@ variable "redis_node_type" {
 }
 
 variable "redis_engine_version" {
-  description = "Redis OSS engine version (7.x: the default parameter group family is redis7)."
+  description = "Redis OSS engine version of the replication group: 7.x (the default parameter group family is redis7; redis.mode cluster uses sharded pub/sub, which needs 7)."
   type        = string
   default     = "7.1"
 
@@ -230,13 +230,52 @@ variable "redis_engine_version" {
 }
 
 variable "redis_cluster_mode" {
-  description = "Create a cluster-mode ElastiCache replication group (redis_shards shards) and give the tasks its configuration endpoint. Needs a Switchboard image that speaks the Redis Cluster protocol (issue 16); images that do not must keep this false."
+  description = "Create a cluster-mode ElastiCache replication group (redis_shards shards, each with redis_replicas_per_shard replicas) instead of one primary: the tasks get its configuration endpoint (rediss://) and redis.mode cluster, so room channels are sharded pub/sub spread over the shards. Not with redis_serverless or redis_url."
   type        = bool
   default     = false
 }
 
+variable "redis_serverless" {
+  description = "Create an ElastiCache Serverless cache (redis_serverless_engine) instead of a replication group: no node type or shards to choose; cluster protocol and TLS only, so the tasks get its endpoint (rediss://) and redis.mode cluster. Access is a user group whose \"default\" user has the Redis secret as password. Not with redis_cluster_mode or redis_url."
+  type        = bool
+  default     = false
+}
+
+variable "redis_serverless_engine" {
+  description = "Engine of the Serverless cache when redis_serverless is true: \"valkey\" (its newest major version; every one has sharded pub/sub) or \"redis\" (Redis OSS 7)."
+  type        = string
+  default     = "valkey"
+
+  validation {
+    condition     = contains(["valkey", "redis"], var.redis_serverless_engine)
+    error_message = "redis_serverless_engine must be \"valkey\" or \"redis\"."
+  }
+}
+
+variable "redis_url" {
+  description = "An existing Redis, Valkey or ElastiCache (node-based or Serverless) to use instead of creating one: redis://HOST:PORT or rediss://HOST:PORT (TLS; ElastiCache Serverless and cluster configuration endpoints). Nothing Redis is created, no security group either: allow the tasks (task_security_group_id) to reach it, and give its password as secrets = { SWITCHBOARD_REDIS_PASSWORD = ARN }. null: the module creates one."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.redis_url == null ? true : can(regex("^rediss?://[^\\s]+$", var.redis_url))
+    error_message = "redis_url must be null or a redis:// or rediss:// URL."
+  }
+}
+
+variable "redis_mode" {
+  description = "redis.mode for redis_url: \"standalone\" (one primary), \"cluster\" (a Redis Cluster: one seed node or the configuration endpoint; ElastiCache Serverless is one) or \"auto\" (the gateway asks the server). null with redis_url: standalone. Only with redis_url: for the caches the module creates it is set to match them."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.redis_mode == null ? true : contains(["standalone", "cluster", "auto"], var.redis_mode)
+    error_message = "redis_mode must be null, \"standalone\", \"cluster\" or \"auto\"."
+  }
+}
+
 variable "redis_shards" {
-  description = "Shards (node groups) when redis_cluster_mode is true."
+  description = "Shards (node groups) when redis_cluster_mode is true: each is a primary holding part of the keys and of the sharded room channels."
   type        = number
   default     = 3
 
@@ -247,7 +286,7 @@ variable "redis_shards" {
 }
 
 variable "redis_replicas_per_shard" {
-  description = "Replicas of each primary (of the one primary when redis_cluster_mode is false). At least 1: Multi-AZ failover needs a replica."
+  description = "Replicas of each primary (of the one primary when redis_cluster_mode is false). At least 1: Multi-AZ failover needs a replica. (Serverless replicates by itself.)"
   type        = number
   default     = 1
 
@@ -258,7 +297,7 @@ variable "redis_replicas_per_shard" {
 }
 
 variable "redis_snapshot_retention_days" {
-  description = "Daily Redis snapshots kept (room history survives a lost replication group); 0 turns them off."
+  description = "Daily Redis snapshots kept, replication group or Serverless cache (room history survives a lost cache); 0 turns them off."
   type        = number
   default     = 1
 

@@ -98,6 +98,133 @@ def container_environment(template: dict) -> dict:
     return {e["Name"]: e["Value"] for e in container["Environment"]}
 
 
+# --- evaluating what depends on the inputs: Terraform's `a ? b : c` chains and CloudFormation's Conditions ---
+
+def _split_top(expr: str, sep: str) -> list:
+    """expr split at `sep` outside quotes, parentheses, brackets and braces."""
+    parts, depth, quoted, start, i = [], 0, False, 0, 0
+    while i < len(expr):
+        c = expr[i]
+        if c == '"' and (i == 0 or expr[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and c in "([{":
+            depth += 1
+        elif not quoted and c in ")]}":
+            depth -= 1
+        elif not quoted and depth == 0 and expr.startswith(sep, i):
+            parts.append(expr[start:i])
+            start = i = i + len(sep)
+            continue
+        i += 1
+    return parts + [expr[start:]]
+
+
+def _unwrap(expr: str, opening: str, closing: str) -> str:
+    """expr without one pair of outer `opening`...`closing` that enclose all of it."""
+    if not (expr.startswith(opening) and expr.endswith(closing)):
+        return expr
+    depth = 0
+    for i, c in enumerate(expr):
+        depth += c in "({[" and 1 or 0
+        depth -= c in ")}]" and 1 or 0
+        if depth == 0 and i < len(expr) - 1 and c in ")}]":
+            return expr
+    return expr[len(opening):-len(closing)]
+
+
+def tf_eval(expr, module: Module, inputs: dict):
+    """The value of a module expression for these inputs (variables not given take their defaults): enough HCL for
+    its Redis choice (?:, ||, &&, !, ==, !=, coalesce, strings with ${...}). Anything else comes back as its text."""
+    if not isinstance(expr, str):
+        return expr
+    expr = _unwrap(_unwrap(expr.strip(), "${", "}").strip(), "(", ")").strip()
+    value = lambda e: tf_eval(e, module, inputs)
+    question = _split_top(expr, "?")
+    if len(question) > 1:
+        rest = "?".join(question[1:])
+        then, otherwise = _split_top(rest, ":")[0], ":".join(_split_top(rest, ":")[1:])
+        return value(then) if value(question[0]) else value(otherwise)
+    for operator, combine in (("||", any), ("&&", all)):
+        operands = _split_top(expr, operator)
+        if len(operands) > 1:
+            return combine(value(o) for o in operands)
+    for operator, compare in (("==", lambda a, b: a == b), ("!=", lambda a, b: a != b)):
+        operands = _split_top(expr, operator)
+        if len(operands) == 2:
+            return compare(value(operands[0]), value(operands[1]))
+    if expr.startswith("!"):
+        return not value(expr[1:])
+    if expr in ("null", "true", "false") or re.fullmatch(r"\d+", expr):
+        return {"null": None, "true": True, "false": False}.get(expr, int(expr) if expr.isdigit() else None)
+    if match := re.fullmatch(r"(var|local)\.([a-z0-9_]+)", expr):
+        if match[1] == "local":
+            return value(module.locals[match[2]])
+        return inputs.get(match[2], module.variables[match[2]].get("default"))
+    if match := re.fullmatch(r"coalesce\((.*)\)", expr):
+        return next((v for v in map(value, _split_top(match[1], ",")) if v is not None), None)
+    if len(expr) >= 2 and expr[0] == expr[-1] == '"':
+        return re.sub(r"\$\{([^}]*)\}", lambda m: str(value(m[1])), expr[1:-1])
+    return expr
+
+
+def created(module: Module, inputs: dict) -> set:
+    """The resources the module creates for these inputs (count evaluated)."""
+    return {key for key, body in module.resources.items() if tf_eval(body.get("count", 1), module, inputs) != 0}
+
+
+_NO_VALUE = object()
+
+
+class Stack:
+    """A template with its parameters set: Conditions decided, Fn::If taken, AWS::NoValue dropped."""
+
+    def __init__(self, template: dict, parameters: dict):
+        self.template = template
+        self.parameters = {name: p.get("Default") for name, p in template["Parameters"].items()} | parameters
+
+    def condition(self, expression) -> bool:
+        if isinstance(expression, str):
+            return self.condition(self.template["Conditions"][expression])
+        (function, arguments), = expression.items()
+        if function == "Fn::Condition":
+            return self.condition(arguments)
+        if function == "Fn::Equals":
+            return self.parameter(arguments[0]) == self.parameter(arguments[1])
+        if function == "Fn::Not":
+            return not self.condition(arguments[0])
+        if function == "Fn::And":
+            return all(map(self.condition, arguments))
+        if function == "Fn::Or":
+            return any(map(self.condition, arguments))
+        raise AssertionError(expression)
+
+    def parameter(self, value):
+        """A `Ref` to a parameter: its value; anything else as it is."""
+        return self.parameters[value["Ref"]] if isinstance(value, dict) and "Ref" in value else value
+
+    def resolve(self, value):
+        if isinstance(value, dict):
+            if "Fn::If" in value:
+                name, then, otherwise = value["Fn::If"]
+                return self.resolve(then if self.condition(name) else otherwise)
+            if value == {"Ref": "AWS::NoValue"}:
+                return _NO_VALUE
+            resolved = {k: self.resolve(v) for k, v in value.items()}
+            return {k: v for k, v in resolved.items() if v is not _NO_VALUE}
+        if isinstance(value, list):
+            return [v for v in map(self.resolve, value) if v is not _NO_VALUE]
+        return value
+
+    @property
+    def resources(self) -> dict:
+        return {name: self.resolve(body) for name, body in self.template["Resources"].items()
+                if "Condition" not in body or self.condition(body["Condition"])}
+
+    def environment(self) -> dict:
+        container = self.resources["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+        return {e["Name"]: e["Value"] for e in container["Environment"]}
+
+
 @pytest.fixture(scope="module")
 def module() -> Module:
     return Module(MODULE)
@@ -213,7 +340,7 @@ def test_terraform_and_cloudformation_expose_the_same_settings(module):
                      'softLimit = local.nofile_limit', 'hardLimit = local.nofile_limit',
                      'command = ["CMD", "/app/switchboard", "health"]', "name = local.container_name"):
         assert expected in definition, expected
-    for expected in ('SWITCHBOARD_REDIS_URL = "rediss://${local.redis_endpoint}:${local.redis_port}"',
+    for expected in ("SWITCHBOARD_REDIS_URL = local.redis_url", "SWITCHBOARD_REDIS_MODE = local.redis_mode",
                      'SWITCHBOARD_DRAIN_DELAY = "${var.drain_delay}s"',
                      'SWITCHBOARD_DRAIN_GRACE_PERIOD = "${var.drain_grace_period}s"',
                      "SWITCHBOARD_METRICS_EMF_INTERVAL = local.emf_interval",
@@ -271,8 +398,8 @@ def test_terraform_and_cloudformation_expose_the_same_settings(module):
         assert container["HealthCheck"]["Command"] == ["CMD", "/app/switchboard", "health"], where
         assert {s["Name"] for s in container["Secrets"]} == {"SWITCHBOARD_REDIS_PASSWORD", "SWITCHBOARD_MANAGEMENT_BEARER_TOKEN"}
 
-        # Redis: TLS in transit, at rest, AUTH, failover, the same engine and size
-        props = res["Redis"]["Properties"]
+        # Redis (the default kind, standalone): TLS in transit, at rest, AUTH, failover, the same engine and size
+        props = Stack(t, {}).resources["Redis"]["Properties"]
         assert redis["transit_encryption_enabled"] is True and props["TransitEncryptionEnabled"] is True, where
         assert redis["at_rest_encryption_enabled"] is True and props["AtRestEncryptionEnabled"] is True, where
         assert redis["automatic_failover_enabled"] is True and props["AutomaticFailoverEnabled"] is True, where
@@ -283,7 +410,14 @@ def test_terraform_and_cloudformation_expose_the_same_settings(module):
         assert params["RedisNodeType"]["Default"] == tf.default("redis_node_type"), where
         assert tf.default("redis_replicas_per_shard") + 1 == props["NumCacheClusters"], where
         assert tf.default("redis_snapshot_retention_days") == props["SnapshotRetentionLimit"], where
-        assert env["SWITCHBOARD_REDIS_URL"]["Fn::Sub"].startswith("rediss://"), where
+        assert Stack(t, {}).environment()["SWITCHBOARD_REDIS_URL"]["Fn::Sub"].startswith("rediss://"), where
+        # the other kinds: the same choices, the same sizes (test_each_redis_kind_... follows each one through)
+        assert params["RedisKind"]["Default"] == "standalone" and tf.default("redis_cluster_mode") is False
+        assert tf.default("redis_serverless") is False and tf.default("redis_url") is None, where
+        assert params["RedisShards"]["Default"] == tf.default("redis_shards"), where
+        assert params["RedisServerlessEngine"]["Default"] == tf.default("redis_serverless_engine"), where
+        assert set(params["RedisServerlessEngine"]["AllowedValues"]) == {"valkey", "redis"}, where
+        assert '"valkey", "redis"' in tf.variables["redis_serverless_engine"]["validation"][0]["condition"]
 
         # load balancer: idle timeout (ALB), cross-zone and client IPs (NLB), no stickiness
         lb = attributes(res["LoadBalancer"], "LoadBalancerAttributes")
@@ -333,6 +467,130 @@ def test_terraform_and_cloudformation_expose_the_same_settings(module):
         assert len(service["load_balancer"]) == len(res["Service"]["Properties"]["LoadBalancers"]) == 2, where
 
 
+REDIS_RESOURCES = {"aws_elasticache_subnet_group.redis", "aws_elasticache_replication_group.redis",
+                   "aws_elasticache_user.redis_default", "aws_elasticache_user_group.redis",
+                   "aws_elasticache_serverless_cache.redis", "aws_secretsmanager_secret.redis_auth",
+                   "aws_secretsmanager_secret_version.redis_auth", "aws_security_group.redis",
+                   "aws_vpc_security_group_ingress_rule.redis_from_tasks", "aws_vpc_security_group_egress_rule.tasks_to_redis"}
+
+
+def test_each_redis_kind_creates_its_cache_and_gives_the_tasks_its_url_and_mode(module):
+    """standalone: the primary endpoint, redis.mode standalone. cluster (cluster-mode replication group) and serverless
+    (ElastiCache Serverless): a rediss:// URL and redis.mode cluster, which sharded pub/sub and the hash-tagged keys
+    need. Terraform's redis_url: nothing created, the URL and redis_mode given. Both tools, each kind followed through."""
+    r = module.resources
+    replicas, snapshots = module.default("redis_replicas_per_shard"), module.default("redis_snapshot_retention_days")
+    secrets_and_groups = {"aws_secretsmanager_secret.redis_auth", "aws_secretsmanager_secret_version.redis_auth",
+                          "aws_security_group.redis", "aws_vpc_security_group_ingress_rule.redis_from_tasks",
+                          "aws_vpc_security_group_egress_rule.tasks_to_redis"}
+    replication_group = {"aws_elasticache_subnet_group.redis", "aws_elasticache_replication_group.redis"}
+    serverless = {"aws_elasticache_user.redis_default", "aws_elasticache_user_group.redis",
+                  "aws_elasticache_serverless_cache.redis"}
+    kinds = {  # Terraform inputs, what is created, the endpoint attribute, redis.mode
+        "standalone": ({}, secrets_and_groups | replication_group, "replication_group.redis[*].primary_endpoint_address", "standalone"),
+        "cluster": ({"redis_cluster_mode": True}, secrets_and_groups | replication_group,
+                    "replication_group.redis[*].configuration_endpoint_address", "cluster"),
+        "serverless": ({"redis_serverless": True}, secrets_and_groups | serverless,
+                       "serverless_cache.redis[*].endpoint[0].address", "cluster"),
+    }
+    for kind, (inputs, expected, endpoint, mode) in kinds.items():
+        assert created(module, inputs) & REDIS_RESOURCES == expected, kind
+        url = tf_eval(module.locals["redis_url"], module, inputs)
+        assert url == f"rediss://one(aws_elasticache_{endpoint}):6379", (kind, url)
+        assert tf_eval(module.locals["redis_mode"], module, inputs) == mode, kind
+        assert tf_eval(module.outputs["redis_mode"]["value"], module, inputs) == mode, kind
+    assert "local.create_redis" in module.locals["container_secrets"]  # no module Redis secret for a given URL
+    for mode in (None, "standalone", "cluster", "auto"):
+        inputs = {"redis_url": "rediss://cache.example.internal:6379", "redis_mode": mode}
+        assert created(module, inputs) & REDIS_RESOURCES == set(), mode  # a cache the module does not create
+        assert tf_eval(module.locals["redis_url"], module, inputs) == "rediss://cache.example.internal:6379"
+        assert tf_eval(module.locals["redis_mode"], module, inputs) == (mode or "standalone")
+    assert '"standalone", "cluster", "auto"' in module.variables["redis_mode"]["validation"][0]["condition"]
+
+    # The combinations that name two kinds stop the plan (preconditions: variables may not read each other before 1.9).
+    redis_checks = [p["condition"] for p in r["aws_ecs_task_definition.switchboard"]["lifecycle"][0]["precondition"]
+                    if "redis" in p["condition"]]
+    assert len(redis_checks) == 3, redis_checks
+    accepted = lambda inputs: all(tf_eval(c, module, inputs) for c in redis_checks)
+    for inputs, _, _, _ in kinds.values():
+        assert accepted(inputs), inputs
+    assert accepted({"redis_url": "redis://cache:6379", "redis_mode": "cluster"})
+    for refused in ({"redis_cluster_mode": True, "redis_serverless": True}, {"redis_mode": "cluster"},
+                    {"redis_url": "rediss://cache:6379", "redis_serverless": True},
+                    {"redis_url": "rediss://cache:6379", "redis_cluster_mode": True}):
+        assert not accepted(refused), refused
+
+    # What each resource carries: cluster mode, engine 7, TLS + AUTH + KMS; Serverless with its user group.
+    group = r["aws_elasticache_replication_group.redis"]
+    assert tf_eval(group["parameter_group_name"], module, {"redis_cluster_mode": True}) == "default.redis7.cluster.on"
+    assert tf_eval(group["num_node_groups"], module, {"redis_cluster_mode": True, "redis_shards": 5}) == 5
+    assert tf_eval(group["replicas_per_node_group"], module, {"redis_cluster_mode": True}) == replicas
+    assert tf_eval(group["num_cache_clusters"], module, {"redis_cluster_mode": True}) is None
+    assert group["engine_version"] == "${var.redis_engine_version}" and module.default("redis_engine_version").startswith("7.")
+    cache = r["aws_elasticache_serverless_cache.redis"]
+    assert cache["engine"] == "${var.redis_serverless_engine}" and cache["kms_key_id"] == "${aws_kms_key.switchboard.arn}"
+    assert tf_eval(cache["major_engine_version"], module, {"redis_serverless_engine": "redis"}) == "7"
+    assert cache["subnet_ids"] == "${var.private_subnet_ids}" and cache["security_group_ids"] == ["${aws_security_group.redis[0].id}"]
+    assert cache["user_group_id"] == "${aws_elasticache_user_group.redis[0].user_group_id}"
+    assert cache["snapshot_retention_limit"] == "${var.redis_snapshot_retention_days}"
+    user = r["aws_elasticache_user.redis_default"]
+    assert user["user_name"] == "default" and user["access_string"] == "on ~* &* +@all"  # every channel: sharded pub/sub
+    assert user["authentication_mode"] == [{"type": "password", "passwords": ["${aws_secretsmanager_secret_version.redis_auth[0].secret_string}"]}]
+    assert r["aws_elasticache_user_group.redis"]["user_ids"] == ["${aws_elasticache_user.redis_default[0].user_id}"]
+
+    for name in TEMPLATES:
+        template = load_template(name)
+        assert template["Parameters"]["RedisKind"]["AllowedValues"] == list(kinds), name
+        for kind, (_, _, _, mode) in kinds.items():
+            for engine in ("valkey", "redis"):
+                stack = Stack(template, {"RedisKind": kind, "RedisServerlessEngine": engine})
+                res, env, where = stack.resources, stack.environment(), f"switchboard-{name}.yaml {kind}"
+                assert env["SWITCHBOARD_REDIS_MODE"] == mode, where
+                assert stack.resolve(template["Outputs"]["RedisMode"]["Value"]) == mode, where
+                url = env["SWITCHBOARD_REDIS_URL"]["Fn::Sub"]
+                assert {"RedisAuthToken", "RedisSecurityGroup", "RedisIngressFromService"} <= set(res), where
+                secret = "{{resolve:secretsmanager:${RedisAuthToken}:SecretString}}"
+                if kind == "serverless":
+                    assert url == "rediss://${RedisServerless.Endpoint.Address}:${RedisServerless.Endpoint.Port}", where
+                    assert not {"Redis", "RedisSubnetGroup"} & set(res), where
+                    props = res["RedisServerless"]["Properties"]
+                    assert stack.parameter(props["Engine"]) == engine and props.get("MajorEngineVersion") == ("7" if engine == "redis" else None)
+                    assert props["KmsKeyId"] == {"Fn::GetAtt": "Key.Arn"} and props["SubnetIds"] == {"Ref": "PrivateSubnetIds"}
+                    assert props["SecurityGroupIds"] == [{"Ref": "RedisSecurityGroup"}], where
+                    assert props["UserGroupId"] == {"Ref": "RedisUserGroup"} and props["SnapshotRetentionLimit"] == snapshots
+                    user = res["RedisDefaultUser"]["Properties"]
+                    assert user["UserName"] == "default" and user["AccessString"] == "on ~* &* +@all", where
+                    assert user["AuthenticationMode"] == {"Type": "password", "Passwords": [{"Fn::Sub": secret}]}, where
+                    assert res["RedisUserGroup"]["Properties"]["UserIds"] == [{"Ref": "RedisDefaultUser"}], where
+                    continue
+                assert not {"RedisServerless", "RedisUserGroup", "RedisDefaultUser"} & set(res), where
+                props = res["Redis"]["Properties"]
+                assert props["AuthToken"] == {"Fn::Sub": secret} and props["TransitEncryptionEnabled"] is True, where
+                assert props["KmsKeyId"] == {"Ref": "Key"} and props["EngineVersion"].startswith("7."), where
+                if kind == "cluster":
+                    assert url == "rediss://${Redis.ConfigurationEndPoint.Address}:${Redis.ConfigurationEndPoint.Port}"
+                    assert props["ClusterMode"] == "enabled" and props["NumNodeGroups"] == {"Ref": "RedisShards"}, where
+                    assert props["ReplicasPerNodeGroup"] == replicas and "NumCacheClusters" not in props, where
+                    assert props["CacheParameterGroupName"] == "default.redis7.cluster.on", where
+                else:
+                    assert url == "rediss://${Redis.PrimaryEndPoint.Address}:${Redis.PrimaryEndPoint.Port}", where
+                    assert props["NumCacheClusters"] == replicas + 1 and "NumNodeGroups" not in props, where
+                    assert "ClusterMode" not in props and "CacheParameterGroupName" not in props, where
+
+
+def test_both_templates_create_the_same_redis():
+    alb, nlb = load_template("alb"), load_template("nlb")
+    names = [n for n in alb["Resources"] if n.startswith("Redis")]
+    assert len(names) >= 7 and names == [n for n in nlb["Resources"] if n.startswith("Redis")]
+    for name in names:
+        assert alb["Resources"][name] == nlb["Resources"][name], name
+    for name in ("RedisKind", "RedisNodeType", "RedisShards", "RedisServerlessEngine"):
+        assert alb["Parameters"][name] == nlb["Parameters"][name], name
+    assert alb["Conditions"] == nlb["Conditions"]
+    environment = lambda t: t["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]["Environment"]
+    assert [e for e in environment(alb) if "REDIS" in e["Name"]] == [e for e in environment(nlb) if "REDIS" in e["Name"]]
+
+
 def test_every_switchboard_variable_the_deployments_set_is_one_the_binary_knows(module):
     schema = (ROOT / "Sources" / "SwitchboardConfiguration" / "ConfigurationSchema.swift").read_text()
     keys = re.findall(r'(?:\.scalar\(\s*|key:\s*)"([a-z][a-z0-9_.-]*)"', schema)
@@ -346,7 +604,7 @@ def test_every_switchboard_variable_the_deployments_set_is_one_the_binary_knows(
 def test_security_groups_open_exactly_the_designed_paths(module):
     """Clients → load balancer 443 → tasks 8080; callers → internal NLB → tasks 9090; tasks → Redis 6379 and 443 out."""
     def ref(value):
-        match = re.fullmatch(r"\$\{aws_security_group\.([a-z_]+)\.id\}", str(value))
+        match = re.fullmatch(r"\$\{aws_security_group\.([a-z_]+)(?:\[0\])?\.id\}", str(value))
         return f"sg:{match[1]}" if match else value
 
     def port(value):

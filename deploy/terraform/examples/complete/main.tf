@@ -59,6 +59,14 @@ module "switchboard" {
   load_balancer_type          = "application" # the default; examples/nlb has the NLB
   target_connections_per_task = 5000
 
+  # Redis: a replication group with one primary and a replica (Multi-AZ) by default. When one primary's memory or
+  # pub/sub is the limit, shards (the tasks then run redis.mode cluster); or ElastiCache Serverless instead
+  # (docs/deploy.md, "Which Redis"):
+  # redis_cluster_mode = true
+  # redis_shards       = 3
+  # redis_serverless        = true
+  # redis_serverless_engine = "valkey"
+
   # Integrations as in docs/integrations.md: the same Lambda-proxy events API Gateway sends.
   # (An http:// backend on a port other than 443 also needs an egress rule on module.switchboard.task_security_group_id.)
   environment = {
