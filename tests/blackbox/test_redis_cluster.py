@@ -250,8 +250,8 @@ def rejoin(node, room: str, after: int) -> set:
                 return replayed
             if frame.get("action") == "message":
                 replayed.add(frame["message"])
-            elif frame.get("action") != "joinedRoom":
-                print("rejoin got", frame)
+            else:
+                assert frame.get("action") == "joinedRoom", frame  # never historyLost
 
 
 def first_gap(offsets) -> int:
@@ -296,7 +296,7 @@ class Traffic:
 
 
 def test_a_primary_killed_under_a_busy_room_fails_over_and_rejoin_recovers(nodes, redis_cluster):
-    a, b = nodes()
+    a, b = nodes(2, "--rooms-history-messages", "100000")  # the rejoin below reads back further than the default 100
     room = "busy"
     owner = redis_cluster.owner(redis_cluster.slot("switchboard:room-offset:{busy}"))
     traffic = Traffic(a, b, room)
@@ -321,8 +321,11 @@ def test_a_primary_killed_under_a_busy_room_fails_over_and_rejoin_recovers(nodes
         lost = [n for n in missed if n not in recovered]
         report = {"sent": sent, "missed_live": len(missed), "recovered_by_rejoin": len(recovered), "lost": len(lost),
                   "missed_range": [missed[0], missed[-1]] if missed else None}
-        print("failover:", report, "offsets near the gap:", sorted(received.items())[45:60], "joined at", first_gap(received.values()))
-        assert report["lost"] == 0  # the publish was retried until the replica took over (RedisBroker.failoverWindow)
+        print("failover:", report)
+        # Publishes were retried until the replica took over (RedisBroker.failoverWindow), so every message has its
+        # offset and its history entry; what the reader's node missed before it subscribed again on the new primary,
+        # a rejoin gives back.
+        assert report["lost"] == 0
         (ROOT / "artifacts").mkdir(exist_ok=True)
         (ROOT / "artifacts" / "failover.json").write_text(json.dumps(report))
         assert traffic.sender.protocol.state.name == "OPEN" and traffic.reader.protocol.state.name == "OPEN"
