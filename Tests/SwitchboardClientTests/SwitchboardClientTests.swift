@@ -116,9 +116,9 @@ final class Cluster: Sendable {
         return SwitchboardClient(configuration: configuration)
     }
 
-    /// The next event matching `predicate` within 10 s.
+    /// The next event matching `predicate` within 30 s: generous, since CI runs these beside the live cluster tests.
     func next<T>(_ iterator: inout AsyncStream<SwitchboardClient.Event>.Iterator, _ pick: (SwitchboardClient.Event) -> T?) async throws -> T {
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             guard let event = await iterator.next() else { break }
             if let value = pick(event) { return value }
