@@ -95,7 +95,7 @@ final class Cluster: Sendable {
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SWITCHBOARD_") }
         try process.run()
         self.processes.withLock { $0[key] = process }
-        for _ in 0..<200 {
+        for _ in 0..<600 {  // 30 s: a debug build on a loaded CI machine
             if (try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).wait().close().wait())
                 != nil
             {
@@ -103,7 +103,14 @@ final class Cluster: Sendable {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        throw CancellationError()
+        throw NotListening(executable: executable, port: port, log: (try? String(contentsOfFile: self.logPath(key), encoding: .utf8)) ?? "")
+    }
+
+    struct NotListening: Error, CustomStringConvertible {
+        let executable: String
+        let port: Int
+        let log: String
+        var description: String { "\(self.executable) did not listen on \(self.port) within 30 s; it logged:\n\(self.log.suffix(2000))" }
     }
 }
 
