@@ -152,6 +152,27 @@ public enum ConfigurationSchema {
             parse: { try Parse.bytes($0, in: 1024...(1 << 31)) }
         ),
         .scalar(
+            "compression.enabled",
+            \.compression.enabled,
+            default: "true",
+            "permessage-deflate for clients that offer it (every browser does), without context takeover.",
+            parse: { try Parse.bool($0) }
+        ),
+        .scalar(
+            "compression.threshold_bytes",
+            \.compression.thresholdBytes,
+            default: "256",
+            "Messages smaller than this go out uncompressed.",
+            parse: { try Parse.bytes($0, in: 0...(1 << 30)) }
+        ),
+        .scalar(
+            "compression.level",
+            \.compression.level,
+            default: "6",
+            "zlib level: 1 is fastest, 9 compresses most.",
+            parse: { try Parse.int($0, in: 1...9) }
+        ),
+        .scalar(
             "limits.slow_consumer_close_code",
             \.slowConsumerCloseCode,
             default: "1008",

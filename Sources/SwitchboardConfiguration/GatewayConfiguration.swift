@@ -26,6 +26,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxFrameBytes = 1 << 20
     public var outboundQueueBytes = 4 << 20
     public var slowConsumerCloseCode: UInt16 = CloseCode.policyViolation
+    /// permessage-deflate (RFC 7692) for clients that offer it.
+    public var compression = Compression()
     public var pingInterval = Duration.seconds(25)
     public var pongTimeout = Duration.seconds(60)
     /// Closes a connection that sent no message for this long (1001); `nil` keeps it while pings succeed.
@@ -107,6 +109,16 @@ public struct GatewayConfiguration: Sendable {
     }
 
     /// Stage-wide and per-connection limits, as API Gateway throttles (0 turns a bucket off).
+    /// permessage-deflate, always without context takeover (so a fan-out compresses once, and idle connections hold
+    /// no zlib memory: ``PerMessageDeflate``).
+    public struct Compression: Sendable {
+        public var enabled = true
+        /// Messages smaller than this go out uncompressed: deflate saves little on them and costs the same work.
+        public var thresholdBytes = 256
+        /// zlib's level, 1 (fastest) to 9 (smallest).
+        public var level = 6
+    }
+
     public struct Throttling: Sendable {
         public var connectRate = 0.0
         public var connectBurst = 0

@@ -10,6 +10,7 @@ import ServiceLifecycle
 import SwitchboardConfiguration
 import SwitchboardCore
 import SwitchboardRedis
+import SwitchboardWebSocket
 import Synchronization
 import UnixSignals
 
@@ -334,9 +335,13 @@ public final class Gateway: Service {
                             return nil
                         }
                         candidate.lease.open()
-                        upgrade.value.admitted = Admitted(info: info, claims: claims, lease: candidate.lease)
+                        let deflate =
+                            gateway.configuration.compression.enabled
+                            ? PerMessageDeflate.negotiate(head.headers[canonicalForm: "sec-websocket-extensions"].map(String.init)) : nil
+                        upgrade.value.admitted = Admitted(info: info, claims: claims, lease: candidate.lease, deflate: deflate)
                         var headers = HTTPHeaders()
                         if let subprotocol = candidate.subprotocol { headers.add(name: "Sec-WebSocket-Protocol", value: subprotocol) }
+                        if let deflate { headers.add(name: "Sec-WebSocket-Extensions", value: deflate.response) }
                         return headers
                     }
                     func refuse(_ error: any Error) -> HTTPHeaders? {

@@ -13,6 +13,10 @@ final class GatewayContext: Sendable {
     let hub: LocalHub
     /// The seed JSON protocol's encoding, shared by every WebSocket connection so a fan-out encodes once.
     let webSocketEncoding: WebSocketEncoding
+    /// The same with permessage-deflate, by the window the client allowed (9–15): connections that agreed to the same
+    /// window share the compressed bytes of a fan-out. A window of 8 gets ``webSocketEncoding`` (see
+    /// ``encoding(for:)``).
+    let deflateEncodings: [Int: DeflateEncoding]
     /// What every connection's state machine reads of the configuration, shared.
     let connectionRules: ConnectionStateMachine.Rules
     let livenessTiming: Liveness.Timing
@@ -68,6 +72,15 @@ final class GatewayContext: Sendable {
         self.broker = broker
         self.hub = hub
         self.webSocketEncoding = WebSocketEncoding(maxFrameBytes: configuration.maxFrameBytes)
+        let compression = configuration.compression
+        self.deflateEncodings = Dictionary(
+            uniqueKeysWithValues: (9...15).map { bits in
+                let deflater = MessageDeflater(windowBits: bits, level: compression.level)
+                return (
+                    bits, DeflateEncoding(maxFrameBytes: configuration.maxFrameBytes, thresholdBytes: compression.thresholdBytes, deflater: deflater)
+                )
+            }
+        )
         self.connectionRules = ConnectionStateMachine.Rules(configuration)
         self.livenessTiming = Liveness.Timing(
             pingInterval: TimeAmount(configuration.pingInterval),
@@ -124,4 +137,13 @@ final class Throttle: Sendable {
     }
 
     static func now() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
+}
+
+extension GatewayContext {
+    /// How a WebSocket connection with this agreement (`nil`: none) encodes frames. zlib cannot write raw deflate with
+    /// a 256-byte window, so a client that allows only that gets every message uncompressed, which RFC 7692 permits.
+    func encoding(for agreement: PerMessageDeflate.Agreement?) -> any FrameEncoding {
+        guard let agreement, let encoding = self.deflateEncodings[agreement.serverMaxWindowBits] else { return self.webSocketEncoding }
+        return encoding
+    }
 }

@@ -12,18 +12,30 @@ public enum WireFrame: Sendable {
     public static let ping: UInt8 = 0x9
     public static let pong: UInt8 = 0xA
 
-    /// A text or binary message, fragmented past `maxFrame` bytes.
-    public static func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, maxFrame: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
-        Self.encode(kind == .text ? Self.text : Self.binary, payload, maxFrame: maxFrame, allocator: allocator)
+    /// A text or binary message, fragmented past `maxFrame` bytes; `compressed` when `payload` is deflated.
+    public static func encode(
+        _ kind: OutboundFrame.Kind,
+        _ payload: ByteBuffer,
+        maxFrame: Int,
+        compressed: Bool = false,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        Self.encode(kind == .text ? Self.text : Self.binary, payload, maxFrame: maxFrame, compressed: compressed, allocator: allocator)
     }
 
     /// `payload` as one frame, or as fragments of at most `maxFrame` bytes when it is larger (clients may cap the
-    /// frame size they accept below the message size).
-    public static func encode(_ opcode: UInt8, _ payload: ByteBuffer, maxFrame: Int = .max, allocator: ByteBufferAllocator) -> ByteBuffer {
+    /// frame size they accept below the message size). A compressed message (RFC 7692) sets RSV1 on its first frame.
+    public static func encode(
+        _ opcode: UInt8,
+        _ payload: ByteBuffer,
+        maxFrame: Int = .max,
+        compressed: Bool = false,
+        allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
         var payload = payload
         let fragment = max(maxFrame, 1)
         var wire = allocator.buffer(capacity: payload.readableBytes + 10 * (payload.readableBytes / fragment + 1))
-        var opcode = opcode
+        var opcode = opcode | (compressed ? 0x40 : 0)
         repeat {
             var slice = payload.readSlice(length: min(fragment, payload.readableBytes))!
             wire.writeInteger((payload.readableBytes == 0 ? 0x80 : 0) | opcode)

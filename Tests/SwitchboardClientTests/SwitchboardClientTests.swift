@@ -58,7 +58,7 @@ final class Cluster: Sendable {
             binary,
             [
                 "serve", "--host", "127.0.0.1", "--port", "\(self.ports[index])", "--redis-url", "redis://127.0.0.1:\(self.redisPort)",
-                "--node-id", "node\(index)", "--log-level", "warning",
+                "--node-id", "node\(index)", "--log-level", "info",
             ],
             port: self.ports[index]
         )
@@ -75,14 +75,23 @@ final class Cluster: Sendable {
             Foundation.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
+        for key in 0...self.ports.count { try? FileManager.default.removeItem(atPath: self.logPath(key)) }
+    }
+
+    private func logPath(_ key: Int) -> String { NSTemporaryDirectory() + "switchboard-client-test-\(self.ports[0])-\(key).log" }
+
+    /// What node `index` has logged so far.
+    func log(node index: Int) -> String {
+        (try? String(contentsOfFile: self.logPath(index + 1), encoding: .utf8)) ?? ""
     }
 
     private func launch(key: Int, _ executable: String, _ arguments: [String], port: Int) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        _ = FileManager.default.createFile(atPath: self.logPath(key), contents: nil)
+        let log = FileHandle(forWritingAtPath: self.logPath(key))
+        (process.standardOutput, process.standardError) = (log, log)
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("SWITCHBOARD_") }
         try process.run()
         self.processes.withLock { $0[key] = process }
@@ -99,8 +108,9 @@ final class Cluster: Sendable {
 }
 
 @Suite(.serialized) struct LiveClientTests {
-    func client(_ port: Int, user: String) -> SwitchboardClient {
+    func client(_ port: Int, user: String, compression: Bool = true) -> SwitchboardClient {
         var configuration = SwitchboardClient.Configuration(url: "ws://127.0.0.1:\(port)/prod", query: ["userId": user])
+        configuration.compression = compression
         configuration.reconnect = ReconnectPolicy(base: .milliseconds(100), cap: .milliseconds(500))
         configuration.heartbeat = .seconds(2)
         return SwitchboardClient(configuration: configuration)
@@ -154,6 +164,38 @@ final class Cluster: Sendable {
             writer.close()
             try await group.waitForAll()
         }
+    }
+
+    /// A compressing writer and a plain reader on different nodes: the same messages, whatever each negotiated.
+    @Test func compressedAndPlainClientsShareARoom() async throws {
+        let cluster = try Cluster()
+        defer { cluster.stop() }
+        let reader = self.client(cluster.ports[0], user: "plain", compression: false)
+        let writer = self.client(cluster.ports[1], user: "deflating")
+        let long = String(repeating: "all work and no play makes a dull chat message ", count: 60)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await reader.run() }
+            group.addTask { await writer.run() }
+            var events = reader.events.makeAsyncIterator()
+            var writerEvents = writer.events.makeAsyncIterator()
+            reader.joinRoom("mixed")
+            writer.joinRoom("mixed")
+            _ = try await self.next(&events) { if case .joinedRoom = $0 { true } else { nil } }
+            _ = try await self.next(&writerEvents) { if case .joinedRoom = $0 { true } else { nil } }
+            func message(_ event: SwitchboardClient.Event) -> String? {
+                if case .message(_, .string(let text), _, _, _) = event { text } else { nil }
+            }
+            for text in [long, "short", long + "!"] { writer.sendMessage(.string(text), to: "mixed") }
+            for text in [long, "short", long + "!"] {
+                #expect(try await self.next(&events, message) == text)
+                #expect(try await self.next(&writerEvents, message) == text)
+            }
+            reader.close()
+            writer.close()
+            try await group.waitForAll()
+        }
+        #expect(cluster.log(node: 1).contains(#""compression":"permessage-deflate""#))
+        #expect(!cluster.log(node: 0).contains(#""compression""#))
     }
 }
 

@@ -25,6 +25,14 @@ import Testing
         Array(#"{"action":"joinRoom","roomId":"#.utf8), Array(#""lobby"}"#.utf8), Array(#"{"action":"sendMessage","roomId":"lobby","message":"#.utf8),
         Array("[[[[[[[[".utf8), Array("]]]]".utf8), Array(#"\ud800"#.utf8), [0xFF, 0xC3, 0x28, 0xE2, 0x82], Array("null".utf8), Array("1e999".utf8),
         Array(#"{"action":"ping"}"#.utf8), Array(#""}"#.utf8), [0], Array(#"{"a":{"b":{"c":"#.utf8),
+        // Raw deflate of `{"action":"ping"}`, and a stored block of "hi".
+        Array(
+            MessageDeflater(windowBits: 15, level: 6).compress(
+                ByteBuffer(string: String(repeating: #"{"action":"ping"}"#, count: 4)),
+                allocator: .init()
+            )!.readableBytesView
+        ),
+        [0x01, 0x02, 0x00, 0xFD, 0xFF, 0x68, 0x69],
     ]
 
     func randomPayload(_ rng: inout SplitMix) -> [UInt8] {
@@ -39,12 +47,17 @@ import Testing
         return bytes
     }
 
+    /// Odd seeds negotiate permessage-deflate: RSV1 frames are then inflated (mostly failing, as random bytes do;
+    /// some fragments are real deflate data) and the inflated message checked like any other.
     @Test(arguments: [1, 2, 3, 4])
-    func framesRouteAndAppsNeverTrap(seed: UInt64) {
+    func framesRouteAndAppsNeverTrap(seed: UInt64) throws {
         var rng = SplitMix(state: seed)
+        let deflate = seed % 2 == 1
+        let inflater = try MessageInflater()
+        func newSession() -> WebSocketSession { WebSocketSession(maxMessageBytes: 256, rejectBinary: false, perMessageDeflate: deflate) }
         let mask = WebSocketMaskingKey([1, 2, 3, 4])!
         let opcodes: [WebSocketOpcode] = [.text, .binary, .continuation, .ping, .pong, .connectionClose, WebSocketOpcode(encodedWebSocketOpcode: 3)!]
-        var session = WebSocketSession(maxMessageBytes: 256, rejectBinary: false)
+        var session = newSession()
         var rooms: Set<RoomID> = []
         for _ in 0..<20_000 {
             var data = ByteBuffer(bytes: self.randomPayload(&rng))
@@ -56,7 +69,14 @@ import Testing
                 maskKey: mask,
                 data: data
             )
-            switch session.receive(frame) {
+            var action = session.receive(frame)
+            if case .inflate(let compressed, let isText) = action {
+                #expect(deflate)
+                action = session.inflated(inflater.inflate(compressed, limit: 256, allocator: ByteBufferAllocator()), isText: isText)
+            }
+            switch action {
+            case .inflate:
+                Issue.record("asked to inflate an inflated message")
             case .deliver(let buffer, let isText):
                 #expect(buffer.readableBytes <= 256)
                 if isText { #expect(UTF8Validation.isValid(buffer.readableBytesView)) }
@@ -74,9 +94,9 @@ import Testing
                 }
             case .sendClose(let code, _), .sendCloseAndDisconnect(code: .some(let code), _):
                 #expect(CloseCode.isValidOnWire(code))
-                session = WebSocketSession(maxMessageBytes: 256, rejectBinary: false)
+                session = newSession()
             case .disconnect, .sendCloseAndDisconnect:
-                session = WebSocketSession(maxMessageBytes: 256, rejectBinary: false)
+                session = newSession()
             case .pong(let payload):
                 #expect(payload.readableBytes == frame.length)
             case .none:

@@ -19,9 +19,11 @@ import Testing
 
         init(tag: UInt8) { self.tag = tag }
 
-        func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
+        func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
             self.encodes.add(1, ordering: .relaxed)
-            return allocator.buffer(bytes: [self.tag] + frame.bytes)
+            var bytes = allocator.buffer(bytes: [self.tag])
+            bytes.writeImmutableBuffer(payload)
+            return bytes
         }
 
         var count: Int { self.encodes.load(ordering: .relaxed) }
@@ -215,5 +217,28 @@ import Testing
         hub.shard(on: loop).add(member)
         hub.deliver(self.frame, to: .connection(member.id))
         #expect(member.written.count == 1)  // before the loop runs: a sender's reply cannot overtake it
+    }
+
+    /// Deflating is the costly encoding: a fan-out over several loops encodes once, and every loop writes those bytes.
+    @Test func aFanOutOverSeveralLoopsEncodesOnce() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 3)
+        let hub = self.hub(group)
+        let encoding = CountingEncoding(tag: 1)
+        var members: [(any EventLoop, RecordingConnection)] = []
+        for loop in group.makeIterator() {
+            let member = RecordingConnection("m", encoding)
+            try await loop.submit {
+                hub.shard(on: loop).add(member)
+                hub.shard(on: loop).join(self.lobby, member)
+            }.get()
+            members.append((loop, member))
+        }
+        hub.deliver(self.frame, to: .room(self.lobby))
+        for (loop, member) in members {
+            let written = try await loop.submit { member.written }.get()
+            #expect(written == [ByteBuffer(bytes: [1] + self.frame.bytes)])
+        }
+        #expect(encoding.count == 1)
+        try await group.shutdownGracefully()
     }
 }

@@ -20,6 +20,11 @@ class RawWebSocket:
         self.buffer = b""
         head = self._read_until(b"\r\n\r\n")
         self.status = int(head.split(b" ")[1])
+        self.headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.decode().partition(":") for line in head.split(b"\r\n")[1:])
+        }
+        self.last_rsv = 0  # the RSV bits of the first frame of the last data message received
         if self.status != 101:
             raise ConnectionError(f"handshake answered {self.status}: {head!r}")
 
@@ -61,6 +66,9 @@ class RawWebSocket:
 
     def recv_frame(self) -> tuple[int, bytes]:
         first, second = self._read_exact(2)
+        self.last_fin = bool(first & 0x80)
+        if first & 0x0F in (OP_TEXT, OP_BINARY):
+            self.last_rsv = (first >> 4) & 0x7
         length = second & 0x7F
         if length == 126:
             (length,) = struct.unpack("!H", self._read_exact(2))

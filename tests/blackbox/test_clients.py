@@ -83,3 +83,11 @@ def test_two_pages_chat_and_a_dropped_page_recovers_what_it_missed(start_server,
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "demo-chat.png"))
     assert browser.execute_script("return window.client.state") == "open"
+
+    # Chromium offered permessage-deflate on every connection, and a long message crossed compressed both ways.
+    connected = [event for event in server.log_events() if event["msg"] == "connected"]
+    assert len(connected) == 3 and all(event.get("compression") == "permessage-deflate" for event in connected)
+    long = "compressed " * 60
+    say(long)
+    browser.switch_to.window(bob)
+    wait.until(lambda d: f"alice: {long.strip()}" in lines() or f"alice: {long}" in lines())

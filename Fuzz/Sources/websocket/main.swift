@@ -10,7 +10,8 @@ import SwitchboardWebSocket
 /// Bytes a client sends after the upgrade → NIO's `WebSocketFrameDecoder` (fed in fuzz-chosen chunks) →
 /// `WebSocketSession`, checking every action against what RFC 6455 and the gateway's limits allow.
 ///
-/// Input: byte 0 picks the session's limits and the chunk size; the rest is the stream of frames.
+/// Input: byte 0 picks the session's limits, the chunk size and whether permessage-deflate was negotiated (then
+/// compressed messages go through a real `MessageInflater`); the rest is the stream of frames.
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     guard size > 0, let data else { return 0 }
@@ -18,7 +19,8 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let control = input[0]
     let maxMessageBytes = [16, 125, 256, 4096][Int(control & 0b11)]
     let rejectBinary = control & 0b100 != 0
-    let chunk = [1, 2, 7, 64, 1 << 20][Int(control >> 3) % 5]
+    let chunk = [1, 2, 7, 64, 1 << 20][Int((control >> 3) & 0xF) % 5]
+    let deflate = control & 0x80 != 0
     let stream = input.dropFirst()
 
     let collector = FrameCollector()
@@ -31,7 +33,7 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     } catch {
         fatalError("pipeline setup failed: \(error)")
     }
-    var session = WebSocketSession(maxMessageBytes: maxMessageBytes, rejectBinary: rejectBinary)
+    var session = WebSocketSession(maxMessageBytes: maxMessageBytes, rejectBinary: rejectBinary, perMessageDeflate: deflate)
     var start = stream.startIndex
     var closed = false
     while start < stream.endIndex, !closed {
@@ -45,12 +47,20 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         }
         for event in collector.drain() {
             let wasOpen = session.isOpen
-            let action: WebSocketSession.Action
+            var action: WebSocketSession.Action
             switch event {
             case .frame(let frame): action = session.receive(frame)
             case .error(let error):
                 action = session.decodingFailed(error)
                 closed = true  // the decoder cannot read past a bad frame; the connection handler closes here too
+            }
+            if case .inflate(let compressed, let isText) = action {
+                precondition(deflate, "asked to inflate without permessage-deflate")
+                let inflated = inflater.inflate(compressed, limit: maxMessageBytes, allocator: ByteBufferAllocator())
+                if case .success(let message) = inflated {
+                    precondition(message.readableBytes <= maxMessageBytes, "inflated \(message.readableBytes) bytes, limit \(maxMessageBytes)")
+                }
+                action = session.inflated(inflated, isText: isText)
             }
             check(action, after: event, wasOpen: wasOpen, maxMessageBytes: maxMessageBytes, rejectBinary: rejectBinary)
             switch action {
@@ -62,6 +72,9 @@ func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     _ = try? channel.finish()
     return 0
 }
+
+/// One inflater for the whole run, reset by every message, as one event loop's is.
+nonisolated(unsafe) let inflater = try! MessageInflater()
 
 func check(_ action: WebSocketSession.Action, after event: FrameCollector.Event, wasOpen: Bool, maxMessageBytes: Int, rejectBinary: Bool) {
     switch action {
@@ -86,6 +99,8 @@ func check(_ action: WebSocketSession.Action, after event: FrameCollector.Event,
         if let code { precondition(CloseCode.isValidOnWire(code), "close code \(code) may not be sent") }
     case .disconnect:
         precondition(!wasOpen, "disconnected an open session without a close frame")
+    case .inflate:
+        preconditionFailure("asked to inflate an inflated message")
     case .none:
         break
     }

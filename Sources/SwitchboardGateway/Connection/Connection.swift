@@ -28,7 +28,14 @@ protocol Connection: AnyObject {
 /// One way of putting frames on a wire. Instances are shared by every connection that encodes alike, and a fan-out
 /// encodes once per instance: two connections with the same wire bytes must share one.
 protocol FrameEncoding: AnyObject, Sendable {
-    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer
+    /// A message's wire bytes.
+    func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer
+}
+
+extension FrameEncoding {
+    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
+        self.encode(frame.kind, allocator.buffer(bytes: frame.bytes), allocator: allocator)
+    }
 }
 
 /// The seed JSON protocol on a WebSocket: the frame's bytes as one RFC 6455 message, fragmented past the frame limit.
@@ -39,7 +46,27 @@ final class WebSocketEncoding: FrameEncoding {
         self.maxFrameBytes = maxFrameBytes
     }
 
-    func encode(_ frame: OutboundFrame, allocator: ByteBufferAllocator) -> ByteBuffer {
-        WireFrame.encode(frame.kind, allocator.buffer(bytes: frame.bytes), maxFrame: self.maxFrameBytes, allocator: allocator)
+    func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        WireFrame.encode(kind, payload, maxFrame: self.maxFrameBytes, allocator: allocator)
+    }
+}
+
+/// The seed JSON protocol on a WebSocket with permessage-deflate: messages from the threshold up are deflated once
+/// per fan-out (no context takeover: the same bytes suit every member with the same window), smaller ones and those
+/// deflate would not shrink go out as they are. One instance per window size on a node.
+final class DeflateEncoding: FrameEncoding {
+    let maxFrameBytes: Int
+    let thresholdBytes: Int
+    let deflater: MessageDeflater
+
+    init(maxFrameBytes: Int, thresholdBytes: Int, deflater: MessageDeflater) {
+        (self.maxFrameBytes, self.thresholdBytes, self.deflater) = (maxFrameBytes, thresholdBytes, deflater)
+    }
+
+    func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        if payload.readableBytes >= self.thresholdBytes, let compressed = self.deflater.compress(payload, allocator: allocator) {
+            return WireFrame.encode(kind, compressed, maxFrame: self.maxFrameBytes, compressed: true, allocator: allocator)
+        }
+        return WireFrame.encode(kind, payload, maxFrame: self.maxFrameBytes, allocator: allocator)
     }
 }

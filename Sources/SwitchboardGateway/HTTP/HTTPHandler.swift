@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import SwitchboardConfiguration
 import SwitchboardCore
+import SwitchboardWebSocket
 import Synchronization
 
 /// An HTTP response the gateway writes itself: a status and a JSON body.
@@ -66,6 +67,8 @@ struct Admitted {
     var info: ConnectionInfo
     var claims: VerifiedClaims?
     var lease: ConnectionLease
+    /// The permessage-deflate the handshake agreed to, if any.
+    var deflate: PerMessageDeflate.Agreement?
 }
 
 /// Per-connection state shared by the WebSocket upgrader and ``HTTPHandler`` before the upgrade.

@@ -38,6 +38,9 @@ final class LocalHub: LocalDelivery {
 
         let metrics: GatewayMetrics
         let loop: any EventLoop
+        /// The loop's one permessage-deflate inflater, reset for every message, so no connection keeps zlib memory
+        /// between messages (``PerMessageDeflate``); `nil` when zlib could not allocate one.
+        private(set) lazy var inflater = try? MessageInflater()
         /// Recipients written to but not flushed yet, and whether a flush of them is queued on the loop.
         private var unflushed: [any Connection] = []
         private var flushQueued = false
@@ -46,7 +49,7 @@ final class LocalHub: LocalDelivery {
             (self.metrics, self.loop) = (metrics, loop)
         }
 
-        func deliver(_ frame: OutboundFrame, to audience: Audience, allocator: ByteBufferAllocator) {
+        func deliver(_ frame: EncodedFrame, to audience: Audience, allocator: ByteBufferAllocator) {
             let recipients: Int
             switch audience {
             case .connection(let id):
@@ -63,16 +66,17 @@ final class LocalHub: LocalDelivery {
             }
             guard recipients > 0 else { return }
             self.metrics.messagesSent.increment(by: Int64(recipients))
-            self.metrics.bytesSent.increment(by: Int64(recipients * frame.bytes.count))
+            self.metrics.bytesSent.increment(by: Int64(recipients * frame.frame.bytes.count))
         }
 
         /// Writes to every recipient now and flushes them once the loop has handled the rest of this turn's reads:
         /// under load a sender's frames arrive several to a read, and each recipient then gets them all in one
         /// syscall instead of one each, so the fan-out rate a core sustains grows with the load instead of
-        /// collapsing. The frame is encoded once per encoding among the recipients (on a shard with recipients only:
-        /// a direct send visits every loop and is written on one). Returns how many recipients there were.
+        /// collapsing. The frame is encoded once per encoding among the recipients of all shards (and only where
+        /// there are recipients: a direct send visits every loop and is written on one). Returns how many recipients
+        /// there were.
         private func send(
-            _ frame: OutboundFrame,
+            _ frame: EncodedFrame,
             to connections: some Collection<any Connection>,
             excluding excluded: ConnectionID?,
             allocator: ByteBufferAllocator
@@ -85,7 +89,7 @@ final class LocalHub: LocalDelivery {
                 if let found = encoded.first(where: { $0.encoding == key }) {
                     bytes = found.bytes
                 } else {
-                    bytes = connection.encoding.encode(frame, allocator: allocator)
+                    bytes = frame.bytes(for: connection.encoding, allocator: allocator)
                     encoded.append((key, bytes))
                 }
                 if connection.write(bytes) { self.unflushed.append(connection) }
@@ -141,6 +145,7 @@ final class LocalHub: LocalDelivery {
     }
 
     func deliver(_ frame: OutboundFrame, to audience: Audience) {
+        let frame = EncodedFrame(frame)
         self.forEachShard { shard, allocator in shard.deliver(frame, to: audience, allocator: allocator) }
     }
 
@@ -152,7 +157,7 @@ final class LocalHub: LocalDelivery {
         let results = await self.gather { shard -> DirectDelivery in
             guard let connection = shard.connections[id] else { return .notHere }
             guard connection.hasRoom(for: frame.bytes.count) else { return .busy }
-            shard.deliver(frame, to: .connection(id), allocator: ByteBufferAllocator())
+            shard.deliver(EncodedFrame(frame), to: .connection(id), allocator: ByteBufferAllocator())
             return .delivered
         }
         return results.first { $0 != .notHere } ?? .notHere
@@ -214,6 +219,28 @@ final class LocalHub: LocalDelivery {
                     queued.count.subtract(1, ordering: .sequentiallyConsistent)
                 }
             }
+        }
+    }
+}
+
+/// A frame on its way to the shards of several loops, with each encoding of it made once: the first shard that needs
+/// an encoding makes it while the others wait for its bytes instead of encoding again. A deflated room message is
+/// compressed once per fan-out, not once per loop.
+final class EncodedFrame: Sendable {
+    let frame: OutboundFrame
+    private let encoded = Mutex<[(encoding: ObjectIdentifier, bytes: ByteBuffer)]>([])
+
+    init(_ frame: OutboundFrame) {
+        self.frame = frame
+    }
+
+    func bytes(for encoding: any FrameEncoding, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let key = ObjectIdentifier(encoding)
+        return self.encoded.withLock { encoded in
+            if let found = encoded.first(where: { $0.encoding == key }) { return found.bytes }
+            let bytes = encoding.encode(self.frame, allocator: allocator)
+            encoded.append((key, bytes))
+            return bytes
         }
     }
 }

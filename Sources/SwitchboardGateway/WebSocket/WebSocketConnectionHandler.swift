@@ -30,11 +30,18 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     private var unflushedBytes = 0
     /// Started when a close handshake begins; its firing goes to the state machine.
     private var closeTimer: Scheduled<Void>?
+    /// The node's shared encoding for this connection's wire: plain, or deflated with the window it agreed to.
+    let encoding: any FrameEncoding
 
     init(_ admitted: Admitted, gateway: GatewayContext, now: NIODeadline) {
         let configuration = gateway.configuration
         (self.info, self.claims, self.lease, self.gateway) = (admitted.info, admitted.claims, admitted.lease, gateway)
-        self.session = WebSocketSession(maxMessageBytes: configuration.maxMessageBytes, rejectBinary: configuration.binaryFrames == .reject)
+        self.session = WebSocketSession(
+            maxMessageBytes: configuration.maxMessageBytes,
+            rejectBinary: configuration.binaryFrames == .reject,
+            perMessageDeflate: admitted.deflate != nil
+        )
+        self.encoding = gateway.encoding(for: admitted.deflate)
         let throttling = configuration.throttling
         self.machine = ConnectionStateMachine(
             rules: gateway.connectionRules,
@@ -52,7 +59,6 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
 
     var id: ConnectionID { self.info.id }
     var userId: String { self.info.userId }
-    var encoding: any FrameEncoding { self.gateway.webSocketEncoding }
     var lastActiveAt: Int64 { self.machine.lastActiveAt }
 
     /// Bytes written to this connection and not yet taken by the kernel.
@@ -99,7 +105,9 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
         self.context = context
         self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         self.shard.add(self)
-        self.gateway.logger.info("connected", metadata: ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"])
+        var metadata: Logger.Metadata = ["connectionId": "\(self.info.id)", "userId": "\(self.info.userId)"]
+        if self.session.perMessageDeflate { metadata["compression"] = "\(PerMessageDeflate.extensionName)" }
+        self.gateway.logger.info("connected", metadata: metadata)
         let started = self.machine.started(channelActive: context.channel.isActive)
         if self.gateway.configuration.welcomeFrame {
             self.send(ServerFrames.connected(self.info, timestamp: self.gateway.wallClock()))
@@ -157,6 +165,13 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             break
         case .deliver(let buffer, let isText):
             self.carryOut(self.machine.received(buffer, isText: isText, now: .now()))
+        case .inflate(let buffer, let isText):
+            guard let inflater = self.shard.inflater else {
+                self.carryOut(.close(.init(code: CloseCode.internalError, reason: "cannot inflate messages now")))
+                return
+            }
+            let inflated = inflater.inflate(buffer, limit: self.session.maxMessageBytes, allocator: context.channel.allocator)
+            self.handle(self.session.inflated(inflated, isText: isText))
         case .pong(let payload):
             self.writeControl(WireFrame.pong, payload)
         case .sendClose(let code, let reason):
@@ -313,8 +328,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.send(ServerFrames.error(message, timestamp: now))
             case .echo:
                 // Straight from the read buffer, not through an `OutboundFrame` copy.
-                let maxFrame = self.gateway.configuration.maxFrameBytes
-                self.writeNow(WireFrame.encode(isText ? .text : .binary, buffer, maxFrame: maxFrame, allocator: ByteBufferAllocator()), flush: true)
+                self.writeNow(self.encoding.encode(isText ? .text : .binary, buffer, allocator: ByteBufferAllocator()), flush: true)
                 self.gateway.metrics.messagesSent.increment()
                 self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
