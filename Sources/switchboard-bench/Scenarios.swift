@@ -182,6 +182,7 @@ struct PingPong: AsyncParsableCommand {
                 "payload_bytes": number(self.payloadBytes),
                 "round_trips_per_second": number(Double(roundTrips) / self.seconds),
                 "server_cpu_us_per_round_trip": loop.serverCPUSeconds.map { number($0 * 1e6 / Double(max(roundTrips, 1))) } ?? .null,
+                "generator_cpu_us_per_round_trip": loop.generatorCPUSeconds.map { number($0 * 1e6 / Double(max(roundTrips, 1))) } ?? .null,
             ],
             loop.tally.failures(),
             loop.tally.percentiles(),
@@ -191,10 +192,12 @@ struct PingPong: AsyncParsableCommand {
     }
 }
 
-/// What a closed loop counted, and the CPU seconds the server used from the first send to the last reply awaited.
+/// What a closed loop counted, and the CPU seconds the server and the generator used from the first send to the last
+/// reply awaited.
 struct LoopResult {
     var tally: Tally
     var serverCPUSeconds: Double?
+    var generatorCPUSeconds: Double?
 }
 
 /// `closedLoop` with the same message every time.
@@ -251,7 +254,7 @@ func closedLoop(
             throw BenchError("\(tally.opened.load(ordering: .relaxed) - joined.load(ordering: .relaxed)) clients could not join their rooms")
         }
     }
-    let cpuBefore = cpuSeconds(target.pid)
+    let (cpuBefore, generatorBefore) = (cpuSeconds(target.pid), cpuSeconds(getpid()))
     until.store(nowMicros() + UInt64(seconds * 1_000_000), ordering: .relaxed)
     for channel in channels {
         Dialer.run(on: channel) { link in
@@ -260,7 +263,11 @@ func closedLoop(
         }
     }
     try await Task.sleep(for: .milliseconds(Int64(seconds * 1000) + 1000))  // the last replies too
-    return LoopResult(tally: tally, serverCPUSeconds: cpuSeconds(target.pid).flatMap { after in cpuBefore.map { after - $0 } })
+    return LoopResult(
+        tally: tally,
+        serverCPUSeconds: cpuSeconds(target.pid).flatMap { after in cpuBefore.map { after - $0 } },
+        generatorCPUSeconds: cpuSeconds(getpid()).flatMap { after in generatorBefore.map { after - $0 } }
+    )
 }
 
 struct FanoutOptions: ParsableArguments {
@@ -365,6 +372,7 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
     }
     let expected = total * joined.count.load(ordering: .relaxed) / rooms
     let (startMicros, cpuBefore, cpuFrom) = (start.uptimeNanoseconds / 1000, cpuSeconds(target.pid), nowMicros())
+    let generatorBefore = cpuSeconds(getpid())
     try await Task.sleep(for: .milliseconds(Int64(options.seconds * 1000) + 100))
     try await waitUntil(seconds: 10) { delivered.count.load(ordering: .relaxed) >= expected }
     let got = delivered.count.load(ordering: .relaxed)
@@ -372,6 +380,8 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
     let seconds = max(options.seconds, Double(lastDelivery.load(ordering: .relaxed) &- startMicros) / 1e6)
     let cpuUsed = cpuSeconds(target.pid).flatMap { after in cpuBefore.map { after - $0 } }
     let cpu = cpuUsed.map { $0 * 1e6 / Double(nowMicros() - cpuFrom) }
+    // The generator's own share of its core over the same time: near 100 % it, not the server, may set the latency.
+    let generator = cpuSeconds(getpid()).flatMap { after in generatorBefore.map { (after - $0) * 1e6 / Double(nowMicros() - cpuFrom) } }
     report(
         [
             "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "rooms": number(rooms),
@@ -380,6 +390,7 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
             "loss_percent": number(Double(expected - got) * 100 / Double(max(expected, 1))),
             "server_cpu_percent": cpu.map { number($0 * 100) } ?? .null,  // from the first send to the last delivery awaited
             "server_cpu_us_per_delivery": cpuUsed.map { number($0 * 1e6 / Double(max(got, 1))) } ?? .null,
+            "generator_cpu_percent": generator.map { number($0 * 100) } ?? .null,
         ],
         joined.failures(),
         delivered.percentiles(),
