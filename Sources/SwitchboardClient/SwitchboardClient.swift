@@ -218,7 +218,8 @@ public final class SwitchboardClient: Sendable {
         configuration.autoPing = .enabled(timePeriod: self.configuration.heartbeat)
         configuration.maxFrameSize = self.configuration.maxMessageBytes
         if self.configuration.compression {
-            configuration.extensions = [WebSocketExtensionFactory.perMessageDeflate(maxDecompressedFrameSize: self.configuration.maxMessageBytes).build()]
+            let deflate = WebSocketExtensionFactory.perMessageDeflate(maxDecompressedFrameSize: self.configuration.maxMessageBytes)
+            configuration.extensions = [deflate.build()]
         }
         try await WebSocketClient.connect(url: self.url(), configuration: configuration, logger: self.logger) { inbound, outbound, _ in
             let (stream, writer) = AsyncStream.makeStream(of: Outgoing.self)

@@ -98,6 +98,7 @@ public final class MessageDeflater: Sendable {
     /// The message's compressed payload (without the flush tail), or `nil` when compressing would not make it smaller
     /// (or zlib failed): then it goes out as it is, which §6 allows for any message.
     public func compress(_ message: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer? {
+        guard message.readableBytes > 0 else { return nil }  // deflate makes 2 bytes of nothing
         guard let stream = self.pool.withLock({ $0.popLast() }) ?? Stream(windowBits: self.windowBits, level: self.level) else {
             return nil
         }

@@ -74,6 +74,10 @@ import Testing
         #expect(first != nil && deflater.compress(self.chat, allocator: self.allocator) == first)
     }
 
+    @Test func emptyMessagesAreLeftAlone() {
+        #expect(MessageDeflater(windowBits: 15, level: 6).compress(ByteBuffer(), allocator: self.allocator) == nil)
+    }
+
     @Test func incompressibleMessagesAreLeftAlone() {
         var rng = SystemRandomNumberGenerator()
         let noise = ByteBuffer(bytes: (0..<4096).map { _ in UInt8.random(in: 0...255, using: &rng) })

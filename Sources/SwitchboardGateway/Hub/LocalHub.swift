@@ -50,23 +50,24 @@ final class LocalHub: LocalDelivery {
         }
 
         func deliver(_ frame: EncodedFrame, to audience: Audience, allocator: ByteBufferAllocator) {
-            let recipients: Int
+            let (recipients, wireBytes): (Int, Int)
             switch audience {
             case .connection(let id):
                 guard let connection = self.connections[id] else { return }
-                recipients = self.send(frame, to: CollectionOfOne(connection), excluding: nil, allocator: allocator)
+                (recipients, wireBytes) = self.send(frame, to: CollectionOfOne(connection), excluding: nil, allocator: allocator)
             case .room(let room, let excluded):
                 guard let members = self.rooms[room] else { return }
-                recipients = self.send(frame, to: members.values, excluding: excluded, allocator: allocator)
+                (recipients, wireBytes) = self.send(frame, to: members.values, excluding: excluded, allocator: allocator)
             case .user(let userId):
                 guard let connections = self.users[userId] else { return }
-                recipients = self.send(frame, to: connections.values, excluding: nil, allocator: allocator)
+                (recipients, wireBytes) = self.send(frame, to: connections.values, excluding: nil, allocator: allocator)
             case .everyone:
-                recipients = self.send(frame, to: self.connections.values, excluding: nil, allocator: allocator)
+                (recipients, wireBytes) = self.send(frame, to: self.connections.values, excluding: nil, allocator: allocator)
             }
             guard recipients > 0 else { return }
             self.metrics.messagesSent.increment(by: Int64(recipients))
             self.metrics.bytesSent.increment(by: Int64(recipients * frame.frame.bytes.count))
+            self.metrics.wireBytesSent.increment(by: Int64(wireBytes))
         }
 
         /// Writes to every recipient now and flushes them once the loop has handled the rest of this turn's reads:
@@ -74,15 +75,15 @@ final class LocalHub: LocalDelivery {
         /// syscall instead of one each, so the fan-out rate a core sustains grows with the load instead of
         /// collapsing. The frame is encoded once per encoding among the recipients of all shards (and only where
         /// there are recipients: a direct send visits every loop and is written on one). Returns how many recipients
-        /// there were.
+        /// there were, and how many bytes they were written.
         private func send(
             _ frame: EncodedFrame,
             to connections: some Collection<any Connection>,
             excluding excluded: ConnectionID?,
             allocator: ByteBufferAllocator
-        ) -> Int {
+        ) -> (recipients: Int, wireBytes: Int) {
             var encoded: [(encoding: ObjectIdentifier, bytes: ByteBuffer)] = []  // one or two entries
-            var recipients = 0
+            var (recipients, wireBytes) = (0, 0)
             for connection in connections where connection.id != excluded {
                 let key = ObjectIdentifier(connection.encoding)
                 let bytes: ByteBuffer
@@ -94,12 +95,13 @@ final class LocalHub: LocalDelivery {
                 }
                 if connection.write(bytes) { self.unflushed.append(connection) }
                 recipients += 1
+                wireBytes += bytes.readableBytes
             }
             if recipients > 0, !self.flushQueued {
                 self.flushQueued = true
                 self.loop.assumeIsolated().execute { self.flushAll() }
             }
-            return recipients
+            return (recipients, wireBytes)
         }
 
         private func flushAll() {

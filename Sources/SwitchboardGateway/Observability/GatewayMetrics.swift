@@ -16,6 +16,8 @@ final class GatewayMetrics: Sendable {
     let connectionsAccepted: Counter
     let messagesSent: Counter
     let bytesSent: Counter
+    /// What `bytesSent` became on the wire: frame headers added, permessage-deflate applied.
+    let wireBytesSent: Counter
     let executionErrors: Counter
     let slowConsumerCloses: Counter
     let disconnectDeliveryAttempts: Counter
@@ -39,6 +41,9 @@ final class GatewayMetrics: Sendable {
             descriptor: .named("switchboard_messages_sent_total", "Messages written to clients, one per recipient.")
         )
         self.bytesSent = registry.makeCounter(descriptor: .named("switchboard_message_bytes_sent_total", "Payload bytes written to clients."))
+        self.wireBytesSent = registry.makeCounter(
+            descriptor: .named("switchboard_wire_bytes_sent_total", "Frame bytes written to clients, headers and compression included.")
+        )
         self.executionErrors = registry.makeCounter(descriptor: .named("switchboard_execution_errors_total", "Failures inside the gateway."))
         self.slowConsumerCloses = registry.makeCounter(
             descriptor: .named("switchboard_slow_consumer_closes_total", "Connections closed because they stopped reading.")

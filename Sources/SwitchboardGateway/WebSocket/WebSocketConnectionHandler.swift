@@ -246,9 +246,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
     /// A frame for this connection alone (replies, errors); fan-out is counted by the hub in batches.
     private func send(_ frame: OutboundFrame) {
         guard let context else { return }
-        self.writeNow(self.encoding.encode(frame, allocator: context.channel.allocator), flush: true)
+        let encoded = self.encoding.encode(frame, allocator: context.channel.allocator)
+        self.writeNow(encoded, flush: true)
         self.gateway.metrics.messagesSent.increment()
         self.gateway.metrics.bytesSent.increment(by: Int64(frame.bytes.count))
+        self.gateway.metrics.wireBytesSent.increment(by: Int64(encoded.readableBytes))
     }
 
     /// - Returns: whether the frames were written (the connection is open).
@@ -328,9 +330,11 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
                 self.send(ServerFrames.error(message, timestamp: now))
             case .echo:
                 // Straight from the read buffer, not through an `OutboundFrame` copy.
-                self.writeNow(self.encoding.encode(isText ? .text : .binary, buffer, allocator: ByteBufferAllocator()), flush: true)
+                let encoded = self.encoding.encode(isText ? .text : .binary, buffer, allocator: ByteBufferAllocator())
+                self.writeNow(encoded, flush: true)
                 self.gateway.metrics.messagesSent.increment()
                 self.gateway.metrics.bytesSent.increment(by: Int64(buffer.readableBytes))
+                self.gateway.metrics.wireBytesSent.increment(by: Int64(encoded.readableBytes))
             case .publish(let frame, let audience): self.gateway.broker.publish(frame, to: audience)
             case .roomMessage(let message):
                 guard self.mayUse(message.room, now: now) else { continue }
@@ -548,6 +552,7 @@ final class WebSocketConnectionHandler: ChannelInboundHandler, RemovableChannelH
             }
             self.gateway.metrics.messagesSent.increment()
             self.gateway.metrics.bytesSent.increment(by: Int64(entry.frame.bytes.count))
+            self.gateway.metrics.wireBytesSent.increment(by: Int64(frames.readableBytes))
         }
         self.flush()
         // The kernel taking a page shows the client reads: reads (and so pongs) are off during the replay.
