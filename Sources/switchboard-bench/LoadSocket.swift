@@ -21,6 +21,7 @@ final class LoadSocket: ChannelInboundHandler {
     private let request: String
     private let behaviour: Behaviour
     private let extensions: ExtensionStats?
+    private let inflateCache: InflateCache?
     /// Set once the server accepted permessage-deflate; it inflates the compressed messages.
     private var inflater: Inflater?
     /// Whether the message being reassembled from fragments was compressed (RSV1 on its first frame).
@@ -42,13 +43,14 @@ final class LoadSocket: ChannelInboundHandler {
 
     /// - Parameter extensions: where to count what the server answered to a permessage-deflate offer; `nil` offers
     ///   no extension.
-    init(url: WebSocketURL, behaviour: Behaviour, extensions: ExtensionStats? = nil) {
+    init(url: WebSocketURL, behaviour: Behaviour, extensions: ExtensionStats? = nil, inflateCache: InflateCache? = nil) {
         self.request =
             "GET \(url.path) HTTP/1.1\r\nHost: \(url.host):\(url.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
             + (extensions == nil ? "" : "Sec-WebSocket-Extensions: \(PerMessageDeflate.offer)\r\n") + "\r\n"
         self.behaviour = behaviour
         self.extensions = extensions
+        self.inflateCache = inflateCache
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -121,7 +123,7 @@ final class LoadSocket: ChannelInboundHandler {
         case .refused(let problem):
             return "bad Sec-WebSocket-Extensions answer (\(problem)): \(answer)"
         case .accepted(let resetEachMessage):
-            self.inflater = Inflater(resetEachMessage: resetEachMessage)
+            self.inflater = Inflater(resetEachMessage: resetEachMessage, cache: self.inflateCache)
             extensions.negotiated.add(1, ordering: .relaxed)
             return nil
         }
@@ -194,8 +196,9 @@ final class LoadSocket: ChannelInboundHandler {
             return
         }
         do {
-            let text = try inflater.inflate(message, allocator: context.channel.allocator)
+            let (text, reused) = try inflater.inflate(message, allocator: context.channel.allocator)
             self.extensions?.compressedMessages.add(1, ordering: .relaxed)
+            if reused { self.extensions?.reusedInflations.add(1, ordering: .relaxed) }
             self.behaviour.onText(text, Link(socket: self, context: context))
         } catch {
             self.abort("inflate: \(error)", context: context)
@@ -303,14 +306,28 @@ struct Dialer: Sendable {
     let group: MultiThreadedEventLoopGroup
     let sources: Int
     /// Where the connections count what the server answered to their permessage-deflate offer; `nil`: no offer.
-    var extensions: ExtensionStats? = nil
+    let extensions: ExtensionStats?
+    /// One per event loop of `group`, by the loop's identity.
+    private let inflateCaches: [ObjectIdentifier: InflateCache]
+
+    init(group: MultiThreadedEventLoopGroup, sources: Int, extensions: ExtensionStats? = nil) {
+        (self.group, self.sources, self.extensions) = (group, sources, extensions)
+        self.inflateCaches = Dictionary(uniqueKeysWithValues: group.makeIterator().map { (ObjectIdentifier($0), InflateCache()) })
+    }
 
     func dial(_ url: WebSocketURL, index: Int, behaviour: Behaviour) -> EventLoopFuture<any Channel> {
         var bootstrap = ClientBootstrap(group: self.group)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(LoadSocket(url: url, behaviour: behaviour, extensions: self.extensions))
+                    try channel.pipeline.syncOperations.addHandler(
+                        LoadSocket(
+                            url: url,
+                            behaviour: behaviour,
+                            extensions: self.extensions,
+                            inflateCache: self.inflateCaches[ObjectIdentifier(channel.eventLoop)]
+                        )
+                    )
                 }
             }
         if self.sources > 1, url.host.hasPrefix("127."), let source = try? SocketAddress(ipAddress: "127.0.0.\(1 + index % self.sources)", port: 0) {

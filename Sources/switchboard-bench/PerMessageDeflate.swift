@@ -56,14 +56,27 @@ enum PerMessageDeflate {
 final class Inflater {
     private static let tail: ByteBuffer = ByteBuffer(bytes: [0x00, 0x00, 0xFF, 0xFF])
     private let resetEachMessage: Bool
+    private let cache: InflateCache?
     /// Made on the first compressed message, so an idle connection holds no zlib state.
     private var decompressor: ZlibDecompressor?
 
-    init(resetEachMessage: Bool) {
+    /// - Parameter cache: the event loop's last inflated message, reused when the server resets its window for each
+    ///   message (then the same compressed bytes always inflate to the same text).
+    init(resetEachMessage: Bool, cache: InflateCache?) {
         self.resetEachMessage = resetEachMessage
+        self.cache = resetEachMessage ? cache : nil
     }
 
-    func inflate(_ payload: ByteBuffer, allocator: ByteBufferAllocator) throws -> ByteBuffer {
+    /// The message's text, and whether it was the cached one (the same compressed bytes as the last message inflated
+    /// on this event loop without context: a fan-out's other members, when the server compressed once).
+    func inflate(_ payload: ByteBuffer, allocator: ByteBufferAllocator) throws -> (text: ByteBuffer, reused: Bool) {
+        if let cache = self.cache, let last = cache.last, last.compressed == payload { return (last.text, true) }
+        let text = try self.inflateAnew(payload, allocator: allocator)
+        self.cache?.last = (allocator.buffer(buffer: payload), text)
+        return (text, false)
+    }
+
+    private func inflateAnew(_ payload: ByteBuffer, allocator: ByteBufferAllocator) throws -> ByteBuffer {
         let decompressor = try self.decompressor ?? ZlibDecompressor(algorithm: .deflate, windowSize: 15)
         self.decompressor = decompressor
         var output = allocator.buffer(capacity: max(1024, payload.readableBytes * 4))
@@ -94,12 +107,21 @@ final class Inflater {
     }
 }
 
+/// One event loop's last message inflated without context: with a server that compresses a room message once, every
+/// member after the first gets the same bytes, and comparing them costs far less than inflating them again, which
+/// keeps the generator's core from setting the fan-out's latency. Used only on its event loop.
+final class InflateCache: @unchecked Sendable {
+    var last: (compressed: ByteBuffer, text: ByteBuffer)?
+}
+
 /// What the servers answered to the connections' permessage-deflate offers, and how many messages came compressed.
 final class ExtensionStats: Sendable {
     let negotiated = Atomic<Int>(0)
     /// Answered without `Sec-WebSocket-Extensions`: the connection runs uncompressed.
     let declined = Atomic<Int>(0)
     let compressedMessages = Atomic<Int>(0)
+    /// Compressed messages whose bytes matched the event loop's last inflated one: their text was reused.
+    let reusedInflations = Atomic<Int>(0)
     let uncompressedMessages = Atomic<Int>(0)
     private let answers = Mutex<[String: Int]>([:])
 
@@ -112,6 +134,7 @@ final class ExtensionStats: Sendable {
             "deflate_offered": .string(PerMessageDeflate.offer), "deflate_negotiated": number(self.negotiated.load(ordering: .relaxed)),
             "deflate_declined": number(self.declined.load(ordering: .relaxed)), "deflate_answers": .object(JSONObject(answers)),
             "compressed_messages": number(self.compressedMessages.load(ordering: .relaxed)),
+            "inflations_reused": number(self.reusedInflations.load(ordering: .relaxed)),
             "uncompressed_messages": number(self.uncompressedMessages.load(ordering: .relaxed)),
         ]
     }
