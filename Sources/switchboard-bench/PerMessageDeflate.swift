@@ -60,7 +60,7 @@ final class Inflater {
     /// Made on the first compressed message, so an idle connection holds no zlib state.
     private var decompressor: ZlibDecompressor?
 
-    /// - Parameter cache: the event loop's last inflated message, reused when the server resets its window for each
+    /// - Parameter cache: the event loop's last inflated messages, reused when the server resets its window for each
     ///   message (then the same compressed bytes always inflate to the same text).
     init(resetEachMessage: Bool, cache: InflateCache?) {
         self.resetEachMessage = resetEachMessage
@@ -70,9 +70,9 @@ final class Inflater {
     /// The message's text, and whether it was the cached one (the same compressed bytes as the last message inflated
     /// on this event loop without context: a fan-out's other members, when the server compressed once).
     func inflate(_ payload: ByteBuffer, allocator: ByteBufferAllocator) throws -> (text: ByteBuffer, reused: Bool) {
-        if let cache = self.cache, let last = cache.last, last.compressed == payload { return (last.text, true) }
+        if let text = self.cache?.text(for: payload) { return (text, true) }
         let text = try self.inflateAnew(payload, allocator: allocator)
-        self.cache?.last = (allocator.buffer(buffer: payload), text)
+        self.cache?.add(allocator.buffer(buffer: payload), text)
         return (text, false)
     }
 
@@ -107,11 +107,24 @@ final class Inflater {
     }
 }
 
-/// One event loop's last message inflated without context: with a server that compresses a room message once, every
-/// member after the first gets the same bytes, and comparing them costs far less than inflating them again, which
-/// keeps the generator's core from setting the fan-out's latency. Used only on its event loop.
+/// One event loop's last few messages inflated without context: with a server that compresses a room message once,
+/// every member after the first gets the same bytes, and comparing them costs far less than inflating them again,
+/// which keeps the generator's core from setting the fan-out's latency. Several, because when the server falls behind
+/// each read holds a few messages, and members' reads then interleave them. Used only on its event loop.
 final class InflateCache: @unchecked Sendable {
-    var last: (compressed: ByteBuffer, text: ByteBuffer)?
+    private var entries: [(compressed: ByteBuffer, text: ByteBuffer)] = []
+    private var next = 0
+    private static let size = 16
+
+    func text(for compressed: ByteBuffer) -> ByteBuffer? {
+        for entry in self.entries where entry.compressed == compressed { return entry.text }  // lengths first, then memcmp
+        return nil
+    }
+
+    func add(_ compressed: ByteBuffer, _ text: ByteBuffer) {
+        if self.entries.count < Self.size { self.entries.append((compressed, text)) } else { self.entries[self.next] = (compressed, text) }
+        self.next = (self.next + 1) % Self.size
+    }
 }
 
 /// What the servers answered to the connections' permessage-deflate offers, and how many messages came compressed.
