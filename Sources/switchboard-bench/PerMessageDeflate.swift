@@ -107,23 +107,39 @@ final class Inflater {
     }
 }
 
-/// One event loop's last few messages inflated without context: with a server that compresses a room message once,
-/// every member after the first gets the same bytes, and comparing them costs far less than inflating them again,
-/// which keeps the generator's core from setting the fan-out's latency. Several, because when the server falls behind
-/// each read holds a few messages, and members' reads then interleave them. Used only on its event loop.
+/// One event loop's recent messages inflated without context: with a server that compresses a room message once,
+/// every member after the first gets the same bytes, and finding them costs far less than inflating them again, which
+/// keeps the generator's core from setting the fan-out's latency. It holds many, because when the server falls behind
+/// each read holds several messages and members' reads interleave them. Looked up by length and a few bytes, then
+/// compared whole. Used only on its event loop.
 final class InflateCache: @unchecked Sendable {
-    private var entries: [(compressed: ByteBuffer, text: ByteBuffer)] = []
+    private static let size = 256
+    private var entries: [UInt64: (compressed: ByteBuffer, text: ByteBuffer)] = [:]
+    private var order: [UInt64] = []
     private var next = 0
-    private static let size = 16
 
     func text(for compressed: ByteBuffer) -> ByteBuffer? {
-        for entry in self.entries where entry.compressed == compressed { return entry.text }  // lengths first, then memcmp
-        return nil
+        guard let entry = self.entries[Self.key(compressed)], entry.compressed == compressed else { return nil }
+        return entry.text
     }
 
     func add(_ compressed: ByteBuffer, _ text: ByteBuffer) {
-        if self.entries.count < Self.size { self.entries.append((compressed, text)) } else { self.entries[self.next] = (compressed, text) }
+        let key = Self.key(compressed)
+        guard self.entries.updateValue((compressed, text), forKey: key) == nil else { return }
+        if self.order.count < Self.size {
+            self.order.append(key)
+        } else {
+            self.entries[self.order[self.next]] = nil
+            self.order[self.next] = key
+        }
         self.next = (self.next + 1) % Self.size
+    }
+
+    /// The length and the last eight bytes (where deflate output differs from message to message), or fewer.
+    private static func key(_ buffer: ByteBuffer) -> UInt64 {
+        let count = buffer.readableBytes
+        let tail = count >= 8 ? buffer.getInteger(at: buffer.readerIndex + count - 8, as: UInt64.self) ?? 0 : 0
+        return tail &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(count)
     }
 }
 
