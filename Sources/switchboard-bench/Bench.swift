@@ -40,9 +40,28 @@ struct Target: ParsableArguments {
     @Option(help: "Local source addresses to spread connections over: 127.0.0.1 up to 127.0.0.N.")
     var sources = 8
 
+    @Flag(
+        help: """
+            Offer permessage-deflate as Chrome does (RFC 7692) and inflate what comes compressed; the generator's own \
+            messages go out uncompressed.
+            """
+    )
+    var deflate = false
+
     func urls() throws -> [WebSocketURL] { try self.url.map(WebSocketURL.init) }
 
-    func dialer() -> Dialer { Dialer(group: MultiThreadedEventLoopGroup(numberOfThreads: self.threads), sources: self.sources) }
+    func dialer() -> Dialer {
+        Dialer(
+            group: MultiThreadedEventLoopGroup(numberOfThreads: self.threads),
+            sources: self.sources,
+            extensions: self.deflate ? ExtensionStats() : nil
+        )
+    }
+}
+
+extension Dialer {
+    /// The permessage-deflate fields for a result line; none when nothing was offered.
+    func extensionFields() -> KeyValuePairs<String, JSONValue> { self.extensions?.fields() ?? [:] }
 }
 
 func number(_ value: some BinaryInteger) -> JSONValue { .number(String(value)) }
@@ -74,6 +93,9 @@ final class Tally: Sendable {
     let closed = Atomic<Int>(0)
     let failed = Atomic<Int>(0)
     let count = Atomic<Int>(0)
+    /// Frame bytes on the wire (headers and payloads as received) and message bytes (inflated) of the counted messages.
+    let wireBytes = Atomic<Int>(0)
+    let messageBytes = Atomic<Int>(0)
     private let histogram = Mutex(Histogram<UInt64>(highestTrackableValue: 60_000_000))  // microseconds
     private let firstFailure = Mutex<String?>(nil)
     private let kinds = Mutex<[String: Int]>([:])
@@ -113,6 +135,21 @@ final class Tally: Sendable {
             onClose: { self.closed.add(1, ordering: .relaxed) },
             onFailure: { self.fail($0) }
         )
+    }
+
+    /// Counts one message of the scenario's: what it took on the wire and what it carried.
+    func bytes(wire: Int, message: Int) {
+        self.wireBytes.add(wire, ordering: .relaxed)
+        self.messageBytes.add(message, ordering: .relaxed)
+    }
+
+    /// Bytes per counted message (`per`: what the scenario calls one), on the wire and inflated, for the result line.
+    func sizes(per: String) -> KeyValuePairs<String, JSONValue> {
+        let count = Double(max(self.count.load(ordering: .relaxed), 1))
+        return [
+            "wire_bytes_per_\(per)": number(Double(self.wireBytes.load(ordering: .relaxed)) / count),
+            "message_bytes_per_\(per)": number(Double(self.messageBytes.load(ordering: .relaxed)) / count),
+        ]
     }
 
     /// Failure fields for the result line: how many, and the first one's reason.

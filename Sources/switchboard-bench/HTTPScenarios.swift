@@ -119,7 +119,7 @@ struct Integration: AsyncParsableCommand {
             seconds: self.seconds,
             message: #"{"action":"bench"}"#,
             reply: "benched"
-        )
+        ).tally
         report(
             [
                 "scenario": "integration", "server": .string(self.target.server), "clients": number(self.clients),

@@ -1,10 +1,14 @@
+import CompressNIO
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The load generator's WebSocket client: one NIO channel handler per connection, no task and no actor, so a single
 /// core drives tens of thousands of connections and hundreds of thousands of messages a second. It speaks just the
 /// client side of RFC 6455 that a benchmark needs: the upgrade, masked text frames out, unmasked frames in (with
-/// fragments), pings answered, and the close handshake.
+/// fragments), pings answered, and the close handshake. With `deflate` it offers permessage-deflate (RFC 7692) as
+/// Chrome does and inflates the compressed messages it gets; its own messages go out uncompressed, which RFC 7692
+/// allows, so the generator stays cheap.
 final class LoadSocket: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -16,6 +20,17 @@ final class LoadSocket: ChannelInboundHandler {
 
     private let request: String
     private let behaviour: Behaviour
+    private let extensions: ExtensionStats?
+    private let inflateCache: InflateCache?
+    /// Set once the server accepted permessage-deflate; it inflates the compressed messages.
+    private var inflater: Inflater?
+    /// Whether the message being reassembled from fragments was compressed (RSV1 on its first frame).
+    private var fragmentsCompressed = false
+    /// Frame bytes on the wire (headers and payloads as received) of the message being reassembled.
+    private var fragmentsWireBytes = 0
+    /// What the last message handed to the behaviour took on the wire, and whether it came compressed.
+    private(set) var lastWireBytes = 0
+    private(set) var lastCompressed = false
     private let maskKey: (UInt8, UInt8, UInt8, UInt8) = (.random(in: 0...255), .random(in: 0...255), .random(in: 0...255), .random(in: 0...255))
     private var upgraded = false
     private var closing = false
@@ -23,12 +38,19 @@ final class LoadSocket: ChannelInboundHandler {
     private var fragments: ByteBuffer?
     /// The scenario's own slot for this connection (for example when its outstanding request left).
     var mark: UInt64 = 0
+    /// A second slot for the scenario (for example which of its clients this is).
+    var tag = 0
 
-    init(url: WebSocketURL, behaviour: Behaviour) {
+    /// - Parameter extensions: where to count what the server answered to a permessage-deflate offer; `nil` offers
+    ///   no extension.
+    init(url: WebSocketURL, behaviour: Behaviour, extensions: ExtensionStats? = nil, inflateCache: InflateCache? = nil) {
         self.request =
             "GET \(url.path) HTTP/1.1\r\nHost: \(url.host):\(url.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + (extensions == nil ? "" : "Sec-WebSocket-Extensions: \(PerMessageDeflate.offer)\r\n") + "\r\n"
         self.behaviour = behaviour
+        self.extensions = extensions
+        self.inflateCache = inflateCache
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -65,12 +87,16 @@ final class LoadSocket: ChannelInboundHandler {
                 self.fail("upgrade refused: \(self.pending!.getString(at: self.pending!.readerIndex, length: 12) ?? "")", context: context)
                 return
             }
-            self.pending!.moveReaderIndex(forwardBy: headEnd)
+            let head = self.pending!.readString(length: headEnd) ?? ""
+            if let refusal = self.negotiate(head: head) {
+                self.fail(refusal, context: context)
+                return
+            }
             self.upgraded = true
             self.behaviour.onOpen(Link(socket: self, context: context))
         }
-        while self.upgraded, let (opcode, fin, payload) = self.nextFrame() {
-            self.handle(opcode: opcode, fin: fin, payload: payload, context: context)
+        while self.upgraded, let frame = self.nextFrame() {
+            self.handle(frame, context: context)
         }
         if self.pending?.readableBytes == 0 {
             self.pending = nil
@@ -79,8 +105,32 @@ final class LoadSocket: ChannelInboundHandler {
         }
     }
 
+    /// Reads the server's `Sec-WebSocket-Extensions` answer (RFC 7692 §7.1); returns why the connection must fail,
+    /// as a browser would fail it, or `nil`.
+    private func negotiate(head: String) -> String? {
+        let answers = head.split(separator: "\r\n").compactMap { line -> Substring? in
+            guard let colon = line.firstIndex(of: ":"), line[..<colon].lowercased() == "sec-websocket-extensions" else { return nil }
+            return line[line.index(after: colon)...]
+        }
+        guard !answers.isEmpty else {
+            self.extensions?.declined.add(1, ordering: .relaxed)
+            return nil
+        }
+        let answer = answers.map { String($0.drop { $0 == " " }) }.joined(separator: ", ")
+        guard let extensions = self.extensions else { return "extension answered without an offer: \(answer)" }
+        extensions.saw(answer)
+        switch PerMessageDeflate.accept(answer) {
+        case .refused(let problem):
+            return "bad Sec-WebSocket-Extensions answer (\(problem)): \(answer)"
+        case .accepted(let resetEachMessage):
+            self.inflater = Inflater(resetEachMessage: resetEachMessage, cache: self.inflateCache)
+            extensions.negotiated.add(1, ordering: .relaxed)
+            return nil
+        }
+    }
+
     /// The next whole frame from the buffered bytes, if one has arrived (server frames are never masked).
-    private func nextFrame() -> (opcode: UInt8, fin: Bool, payload: ByteBuffer)? {
+    private func nextFrame() -> Frame? {
         guard var buffer = self.pending, let first = buffer.readInteger(as: UInt8.self), let second = buffer.readInteger(as: UInt8.self)
         else { return nil }
         var length = Int(second & 0x7F)
@@ -91,31 +141,76 @@ final class LoadSocket: ChannelInboundHandler {
             guard let extended = buffer.readInteger(as: UInt64.self) else { return nil }
             length = Int(extended)
         }
+        let headerBytes = buffer.readerIndex - self.pending!.readerIndex
         guard let payload = buffer.readSlice(length: length) else { return nil }
         self.pending = buffer
-        return (first & 0x0F, first & 0x80 != 0, payload)
+        return Frame(opcode: first & 0x0F, fin: first & 0x80 != 0, rsv1: first & 0x40 != 0, payload: payload, wireBytes: headerBytes + length)
     }
 
-    private func handle(opcode: UInt8, fin: Bool, payload: ByteBuffer, context: ChannelHandlerContext) {
-        switch opcode {
+    private struct Frame {
+        var opcode: UInt8
+        var fin: Bool
+        var rsv1: Bool
+        var payload: ByteBuffer
+        /// Header and payload, as they came off the socket.
+        var wireBytes: Int
+    }
+
+    private func handle(_ frame: Frame, context: ChannelHandlerContext) {
+        switch frame.opcode {
         case 0x1, 0x2:
-            if fin { self.behaviour.onText(payload, Link(socket: self, context: context)) } else { self.fragments = payload }
+            if frame.fin {
+                self.deliver(frame.payload, compressed: frame.rsv1, wireBytes: frame.wireBytes, context: context)
+            } else {
+                (self.fragments, self.fragmentsCompressed, self.fragmentsWireBytes) = (frame.payload, frame.rsv1, frame.wireBytes)
+            }
         case 0x0:
-            var payload = payload
+            var payload = frame.payload
             self.fragments?.writeBuffer(&payload)
-            if fin, let message = self.fragments {
+            self.fragmentsWireBytes += frame.wireBytes
+            if frame.fin, let message = self.fragments {
                 self.fragments = nil
-                self.behaviour.onText(message, Link(socket: self, context: context))
+                self.deliver(message, compressed: self.fragmentsCompressed, wireBytes: self.fragmentsWireBytes, context: context)
             }
         case 0x9:
-            self.write(opcode: 0xA, payload: payload.readableBytesView, context: context)
+            self.write(opcode: 0xA, payload: frame.payload.readableBytesView, context: context)
         case 0x8:
-            if !self.closing { self.write(opcode: 0x8, payload: payload.readableBytesView.prefix(2), context: context) }
+            if !self.closing { self.write(opcode: 0x8, payload: frame.payload.readableBytesView.prefix(2), context: context) }
             self.closing = true
             context.close(promise: nil)
         default:
             break
         }
+    }
+
+    /// Hands a whole message to the behaviour, inflated first when it came compressed.
+    private func deliver(_ message: ByteBuffer, compressed: Bool, wireBytes: Int, context: ChannelHandlerContext) {
+        (self.lastWireBytes, self.lastCompressed) = (wireBytes, compressed)
+        guard compressed else {
+            self.extensions?.uncompressedMessages.add(1, ordering: .relaxed)
+            self.behaviour.onText(message, Link(socket: self, context: context))
+            return
+        }
+        guard let inflater = self.inflater else {
+            self.abort("RSV1 set without permessage-deflate negotiated", context: context)
+            return
+        }
+        do {
+            let (text, reused) = try inflater.inflate(message, allocator: context.channel.allocator)
+            self.extensions?.compressedMessages.add(1, ordering: .relaxed)
+            if reused { self.extensions?.reusedInflations.add(1, ordering: .relaxed) }
+            self.behaviour.onText(text, Link(socket: self, context: context))
+        } catch {
+            self.abort("inflate: \(error)", context: context)
+        }
+    }
+
+    /// A protocol error on an open connection: counted as a failure, and the connection closed.
+    private func abort(_ reason: String, context: ChannelHandlerContext) {
+        self.behaviour.onFailure(reason)
+        self.pending = nil
+        self.closing = true
+        context.close(promise: nil)
     }
 
     func write(opcode: UInt8, payload: some Collection<UInt8>, context: ChannelHandlerContext) {
@@ -153,6 +248,14 @@ struct Link {
         get { self.socket.mark }
         nonmutating set { self.socket.mark = newValue }
     }
+
+    var tag: Int {
+        get { self.socket.tag }
+        nonmutating set { self.socket.tag = newValue }
+    }
+
+    /// Frame bytes on the wire of the message being handled (headers and payload as received, compressed or not).
+    var wireBytes: Int { self.socket.lastWireBytes }
 
     func send(_ text: String) { self.socket.write(opcode: 0x1, payload: text.utf8, context: self.context) }
     func close() { self.socket.close(context: self.context) }
@@ -202,13 +305,29 @@ struct BenchError: Error, CustomStringConvertible {
 struct Dialer: Sendable {
     let group: MultiThreadedEventLoopGroup
     let sources: Int
+    /// Where the connections count what the server answered to their permessage-deflate offer; `nil`: no offer.
+    let extensions: ExtensionStats?
+    /// One per event loop of `group`, by the loop's identity.
+    private let inflateCaches: [ObjectIdentifier: InflateCache]
+
+    init(group: MultiThreadedEventLoopGroup, sources: Int, extensions: ExtensionStats? = nil) {
+        (self.group, self.sources, self.extensions) = (group, sources, extensions)
+        self.inflateCaches = Dictionary(uniqueKeysWithValues: group.makeIterator().map { (ObjectIdentifier($0), InflateCache()) })
+    }
 
     func dial(_ url: WebSocketURL, index: Int, behaviour: Behaviour) -> EventLoopFuture<any Channel> {
         var bootstrap = ClientBootstrap(group: self.group)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(LoadSocket(url: url, behaviour: behaviour))
+                    try channel.pipeline.syncOperations.addHandler(
+                        LoadSocket(
+                            url: url,
+                            behaviour: behaviour,
+                            extensions: self.extensions,
+                            inflateCache: self.inflateCaches[ObjectIdentifier(channel.eventLoop)]
+                        )
+                    )
                 }
             }
         if self.sources > 1, url.host.hasPrefix("127."), let source = try? SocketAddress(ipAddress: "127.0.0.\(1 + index % self.sources)", port: 0) {

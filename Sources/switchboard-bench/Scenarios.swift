@@ -15,8 +15,8 @@ struct Connections: AsyncParsableCommand {
     func run() async throws {
         let before = residentKiB(self.target.pid)
         let tally = Tally()
-        let count = self.count
-        _ = try await open(count, rate: self.rate, urls: self.target.urls(), dialer: self.target.dialer(), behaviour: tally.behaviour())
+        let (count, dialer) = (self.count, self.target.dialer())
+        _ = try await open(count, rate: self.rate, urls: self.target.urls(), dialer: dialer, behaviour: tally.behaviour())
         try await waitUntil(seconds: 60) { tally.opened.load(ordering: .relaxed) + tally.failed.load(ordering: .relaxed) >= count }
         try await Task.sleep(for: .milliseconds(Int64(self.hold * 1000)))
         let after = residentKiB(self.target.pid)
@@ -27,7 +27,8 @@ struct Connections: AsyncParsableCommand {
                 "rss_before_kib": before.map(number) ?? .null, "rss_after_kib": after.map(number) ?? .null,
                 "kib_per_connection": before.flatMap { b in after.map { number(Double($0 - b) / Double(max(opened, 1))) } } ?? .null,
             ],
-            tally.failures()
+            tally.failures(),
+            dialer.extensionFields()
         )
     }
 }
@@ -135,69 +136,138 @@ struct Storm: AsyncParsableCommand {
 struct PingPong: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pingpong",
-        abstract: "C clients in a closed loop of ping and pong; round trips per second and latency."
+        abstract: """
+            C clients in a closed loop of ping and pong; round trips per second and latency. With --payload-bytes, each \
+            client is alone in a room of its own and the round trip is a chat message of that size sent to the room and \
+            delivered back to it, so the server's answer is big enough to compress.
+            """
     )
 
     @OptionGroup var target: Target
     @Option var clients = 50
     @Option var seconds = 5.0
+    @Option(help: "0: ping and pong. More: a sendMessage of about this many bytes, and the room's message back.") var payloadBytes = 0
 
     func run() async throws {
-        let tally = try await closedLoop(
-            self.target,
-            on: self.target.dialer(),
-            clients: self.clients,
-            seconds: self.seconds,
-            message: #"{"action":"ping"}"#,
-            reply: "pong"
-        )
+        let dialer = self.target.dialer()
+        let loop: LoopResult
+        if self.payloadBytes > 0 {
+            let (chat, tag) = (ChatPayload(bytes: self.payloadBytes), UInt32.random(in: 0...UInt32.max))
+            let sequence = Atomic<Int>(0)
+            loop = try await closedLoop(
+                self.target,
+                on: dialer,
+                clients: self.clients,
+                seconds: self.seconds,
+                room: { "ping-\(tag)-\($0)" },
+                message: { link in
+                    chat.frame(room: "ping-\(tag)-\(link.tag)", sentAt: link.mark, sequence: sequence.add(1, ordering: .relaxed).oldValue)
+                },
+                reply: #""action":"message""#
+            )
+        } else {
+            loop = try await closedLoop(
+                self.target,
+                on: dialer,
+                clients: self.clients,
+                seconds: self.seconds,
+                message: #"{"action":"ping"}"#,
+                reply: "pong"
+            )
+        }
+        let roundTrips = loop.tally.count.load(ordering: .relaxed)
         report(
             [
                 "scenario": "pingpong", "server": .string(self.target.server), "clients": number(self.clients),
-                "round_trips_per_second": number(Double(tally.count.load(ordering: .relaxed)) / self.seconds),
+                "payload_bytes": number(self.payloadBytes),
+                "round_trips_per_second": number(Double(roundTrips) / self.seconds),
+                "server_cpu_us_per_round_trip": loop.serverCPUSeconds.map { number($0 * 1e6 / Double(max(roundTrips, 1))) } ?? .null,
+                "generator_cpu_us_per_round_trip": loop.generatorCPUSeconds.map { number($0 * 1e6 / Double(max(roundTrips, 1))) } ?? .null,
             ],
-            tally.failures(),
-            tally.percentiles()
+            loop.tally.failures(),
+            loop.tally.percentiles(),
+            loop.tally.sizes(per: "reply"),
+            dialer.extensionFields()
         )
     }
 }
 
+/// What a closed loop counted, and the CPU seconds the server and the generator used from the first send to the last
+/// reply awaited.
+struct LoopResult {
+    var tally: Tally
+    var serverCPUSeconds: Double?
+    var generatorCPUSeconds: Double?
+}
+
+/// `closedLoop` with the same message every time.
+func closedLoop(_ target: Target, on dialer: Dialer, clients: Int, seconds: Double, message: String, reply: StaticString) async throws -> LoopResult {
+    try await closedLoop(target, on: dialer, clients: clients, seconds: seconds, room: nil, message: { _ in message }, reply: reply)
+}
+
 /// `clients` connections each sending `message` and, on the frame containing `reply`, recording the round trip and
-/// sending again, for `seconds` from when all are open. A frame containing `"error"` counts as a failure.
-func closedLoop(_ target: Target, on dialer: Dialer, clients: Int, seconds: Double, message: String, reply: StaticString) async throws -> Tally {
+/// sending again, for `seconds` from when all are open. A frame containing `"error"` counts as a failure. With `room`,
+/// client i first joins room `room(i)`, and the loop starts when all have joined. `message` gets the client's link:
+/// its `mark` is the send time, its `tag` the client's index.
+func closedLoop(
+    _ target: Target,
+    on dialer: Dialer,
+    clients: Int,
+    seconds: Double,
+    room: (@Sendable (Int) -> String)?,
+    message: @escaping @Sendable (Link) -> String,
+    reply: StaticString
+) async throws -> LoopResult {
     let tally = Tally()
+    let joined = Atomic<Int>(0)
     let until = Atomic<UInt64>(.max)
-    let channels = try await open(
-        clients,
-        rate: 5000,
-        urls: target.urls(),
-        dialer: dialer,
-        behaviour: tally.behaviour(onText: { frame, link in
-            if contains(frame, reply) {
-                tally.record(since: link.mark)
-                tally.count.add(1, ordering: .relaxed)
-            } else if contains(frame, #""action":"connected""#) {
-                return  // the welcome frame
-            } else {
-                tally.fail(String(buffer: frame))  // an error frame, say: counted, and the loop goes on
+    let channels = try await open(clients, rate: 5000, urls: target.urls(), dialer: dialer) { index in
+        tally.behaviour(
+            onOpen: { link in
+                link.tag = index
+                if let room { link.send(#"{"action":"joinRoom","roomId":"\#(room(index))"}"#) }
+            },
+            onText: { frame, link in
+                if contains(frame, reply) {
+                    tally.record(since: link.mark)
+                    tally.count.add(1, ordering: .relaxed)
+                    tally.bytes(wire: link.wireBytes, message: frame.readableBytes)
+                } else if contains(frame, #""action":"connected""#) {
+                    return  // the welcome frame
+                } else if room != nil, contains(frame, #""joinedRoom""#) {
+                    joined.add(1, ordering: .relaxed)
+                    return
+                } else {
+                    tally.fail(String(buffer: frame))  // an error frame, say: counted, and the loop goes on
+                }
+                let now = nowMicros()
+                if now < until.load(ordering: .relaxed) {
+                    link.mark = now
+                    link.send(message(link))
+                }
             }
-            let now = nowMicros()
-            if now < until.load(ordering: .relaxed) {
-                link.mark = now
-                link.send(message)
-            }
-        })
-    )
+        )
+    }
     try await waitUntil(seconds: 30) { tally.opened.load(ordering: .relaxed) + tally.failed.load(ordering: .relaxed) >= clients }
+    if room != nil {
+        guard try await waitUntil(seconds: 30, { joined.load(ordering: .relaxed) >= tally.opened.load(ordering: .relaxed) }) else {
+            throw BenchError("\(tally.opened.load(ordering: .relaxed) - joined.load(ordering: .relaxed)) clients could not join their rooms")
+        }
+    }
+    let (cpuBefore, generatorBefore) = (cpuSeconds(target.pid), cpuSeconds(getpid()))
     until.store(nowMicros() + UInt64(seconds * 1_000_000), ordering: .relaxed)
     for channel in channels {
         Dialer.run(on: channel) { link in
             link.mark = nowMicros()
-            link.send(message)
+            link.send(message(link))
         }
     }
     try await Task.sleep(for: .milliseconds(Int64(seconds * 1000) + 1000))  // the last replies too
-    return tally
+    return LoopResult(
+        tally: tally,
+        serverCPUSeconds: cpuSeconds(target.pid).flatMap { after in cpuBefore.map { after - $0 } },
+        generatorCPUSeconds: cpuSeconds(getpid()).flatMap { after in generatorBefore.map { after - $0 } }
+    )
 }
 
 struct FanoutOptions: ParsableArguments {
@@ -205,6 +275,8 @@ struct FanoutOptions: ParsableArguments {
     @Option(help: "Messages per second from the sender (from each, with several rooms).") var rate = 100
     @Option var seconds = 5.0
     @Option(help: "New member connections per second.") var connectRate = 2000
+    @Option(help: "0: each message is just its send time. More: a chat message (ChatPayload) of about this many bytes.")
+    var payloadBytes = 0
 }
 
 struct RoomFanout: AsyncParsableCommand {
@@ -258,10 +330,11 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
     let joined = Tally()
     let delivered = Tally()
     let lastDelivery = Atomic<UInt64>(0)
-    let onText: @Sendable (ByteBuffer, Link) -> Void = { frame, _ in
+    let onText: @Sendable (ByteBuffer, Link) -> Void = { frame, link in
         if let sentAt = integer(after: #""t":"#, in: frame) {
             delivered.record(since: sentAt)
             delivered.count.add(1, ordering: .relaxed)
+            delivered.bytes(wire: link.wireBytes, message: frame.readableBytes)
             lastDelivery.store(nowMicros(), ordering: .relaxed)
         } else if contains(frame, "joinedRoom") {
             joined.count.add(1, ordering: .relaxed)
@@ -285,29 +358,44 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
     }
     let total = Int(Double(rate * rooms) * options.seconds)
     let start = NIODeadline.now() + .milliseconds(100)
+    let chat = options.payloadBytes > 0 ? ChatPayload(bytes: options.payloadBytes) : nil
     for index in 0..<total {
         let (channel, room) = (senders[index % rooms], roomIds[index % rooms])
         channel.eventLoop.scheduleTask(deadline: start + .nanoseconds(Int64(index) * 1_000_000_000 / Int64(rate * rooms))) {
-            Dialer.run(on: channel) { $0.send(#"{"action":"sendMessage","roomId":"\#(room)","message":{"t":\#(nowMicros())}}"#) }
+            Dialer.run(on: channel) { link in
+                let now = nowMicros()
+                link.send(
+                    chat?.frame(room: room, sentAt: now, sequence: index) ?? #"{"action":"sendMessage","roomId":"\#(room)","message":{"t":\#(now)}}"#
+                )
+            }
         }
     }
     let expected = total * joined.count.load(ordering: .relaxed) / rooms
     let (startMicros, cpuBefore, cpuFrom) = (start.uptimeNanoseconds / 1000, cpuSeconds(target.pid), nowMicros())
+    let generatorBefore = cpuSeconds(getpid())
     try await Task.sleep(for: .milliseconds(Int64(options.seconds * 1000) + 100))
     try await waitUntil(seconds: 10) { delivered.count.load(ordering: .relaxed) >= expected }
     let got = delivered.count.load(ordering: .relaxed)
     // Over the time the deliveries took, which is longer than the sending when the server falls behind.
     let seconds = max(options.seconds, Double(lastDelivery.load(ordering: .relaxed) &- startMicros) / 1e6)
-    let cpu = cpuSeconds(target.pid).flatMap { after in cpuBefore.map { (after - $0) * 1e6 / Double(nowMicros() - cpuFrom) } }
+    let cpuUsed = cpuSeconds(target.pid).flatMap { after in cpuBefore.map { after - $0 } }
+    let cpu = cpuUsed.map { $0 * 1e6 / Double(nowMicros() - cpuFrom) }
+    // The generator's own share of its core over the same time: near 100 % it, not the server, may set the latency.
+    let generator = cpuSeconds(getpid()).flatMap { after in generatorBefore.map { (after - $0) * 1e6 / Double(nowMicros() - cpuFrom) } }
     report(
         [
             "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "rooms": number(rooms),
-            "members": number(options.members), "rate": number(rate), "delivered_per_second": number(Double(got) / seconds),
+            "members": number(options.members), "rate": number(rate), "payload_bytes": number(options.payloadBytes),
+            "delivered_per_second": number(Double(got) / seconds),
             "loss_percent": number(Double(expected - got) * 100 / Double(max(expected, 1))),
             "server_cpu_percent": cpu.map { number($0 * 100) } ?? .null,  // from the first send to the last delivery awaited
+            "server_cpu_us_per_delivery": cpuUsed.map { number($0 * 1e6 / Double(max(got, 1))) } ?? .null,
+            "generator_cpu_percent": generator.map { number($0 * 100) } ?? .null,
         ],
         joined.failures(),
-        delivered.percentiles()
+        delivered.percentiles(),
+        delivered.sizes(per: "delivery"),
+        dialer.extensionFields()
     )
 }
 

@@ -5,6 +5,10 @@
 // (pooled connections) and one subscriber connection per process PSUBSCRIBEs room:* and delivers each payload to the
 // local members of that room, so instances behind no load balancer fan out to each other's members. Presence stays
 // node-local: joinedRoom's member list and userJoined/userLeft only cover this node.
+//
+// Optional permessage-deflate, `-deflate`: the upgrader accepts compression (gorilla supports no context takeover
+// only, at its default level 1) and every write goes out as a websocket.PreparedMessage, so a room's broadcast is
+// compressed once and the same frame is written to every member.
 package main
 
 import (
@@ -21,9 +25,27 @@ import (
 )
 
 type client struct {
-	userID string
-	send   chan []byte
-	rooms  map[string]bool
+	userID   string
+	send     chan []byte                     // plain mode
+	prepared chan *websocket.PreparedMessage // -deflate
+	rooms    map[string]bool
+}
+
+// reply queues a frame for this client alone (blocking, as before the flag existed).
+func (c *client) reply(payload []byte) {
+	if c.prepared != nil {
+		c.prepared <- prepare(payload)
+		return
+	}
+	c.send <- payload
+}
+
+func prepare(payload []byte) *websocket.PreparedMessage {
+	pm, err := websocket.NewPreparedMessage(websocket.TextMessage, payload)
+	if err != nil {
+		log.Fatalf("prepare: %v", err)
+	}
+	return pm
 }
 
 type hub struct {
@@ -34,11 +56,26 @@ type hub struct {
 
 var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 1024, CheckOrigin: func(*http.Request) bool { return true }}
 
+var compress bool // -deflate
+
 func now() int64 { return time.Now().UnixMilli() }
 
 func (h *hub) broadcast(room string, payload []byte, except *client) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
+	if compress {
+		pm := prepare(payload) // compressed once, on the first member's write, for every member
+		for c := range h.rooms[room] {
+			if c == except {
+				continue
+			}
+			select {
+			case c.prepared <- pm:
+			default: // slow consumer: drop, as typical servers do
+			}
+		}
+		return
+	}
 	for c := range h.rooms[room] {
 		if c == except {
 			continue
@@ -99,15 +136,28 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 	if user == "" {
 		user = "anonymous"
 	}
-	c := &client{userID: user, send: make(chan []byte, 256), rooms: map[string]bool{}}
-	go func() {
-		for payload := range c.send {
-			if conn.WriteMessage(websocket.TextMessage, payload) != nil {
-				break
+	c := &client{userID: user, rooms: map[string]bool{}}
+	if compress {
+		c.prepared = make(chan *websocket.PreparedMessage, 256)
+		go func() {
+			for pm := range c.prepared {
+				if conn.WritePreparedMessage(pm) != nil {
+					break
+				}
 			}
-		}
-		conn.Close()
-	}()
+			conn.Close()
+		}()
+	} else {
+		c.send = make(chan []byte, 256)
+		go func() {
+			for payload := range c.send {
+				if conn.WriteMessage(websocket.TextMessage, payload) != nil {
+					break
+				}
+			}
+			conn.Close()
+		}()
+	}
 	defer func() {
 		h.mu.Lock()
 		for room := range c.rooms {
@@ -117,7 +167,11 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 		for room := range c.rooms {
 			h.broadcast(room, encode(map[string]any{"action": "userLeft", "roomId": room, "userId": c.userID, "timestamp": now()}), nil)
 		}
-		close(c.send)
+		if compress {
+			close(c.prepared)
+		} else {
+			close(c.send)
+		}
 	}()
 	for {
 		_, data, err := conn.ReadMessage()
@@ -126,13 +180,13 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		var msg map[string]any
 		if json.Unmarshal(data, &msg) != nil {
-			c.send <- encode(map[string]any{"action": "error", "message": "Invalid JSON", "timestamp": now()})
+			c.reply(encode(map[string]any{"action": "error", "message": "Invalid JSON", "timestamp": now()}))
 			continue
 		}
 		room, _ := msg["roomId"].(string)
 		switch msg["action"] {
 		case "ping":
-			c.send <- encode(map[string]any{"action": "pong", "timestamp": now()})
+			c.reply(encode(map[string]any{"action": "pong", "timestamp": now()}))
 		case "joinRoom":
 			h.mu.Lock()
 			if h.rooms[room] == nil {
@@ -145,7 +199,7 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			h.mu.Unlock()
 			c.rooms[room] = true
-			c.send <- encode(map[string]any{"action": "joinedRoom", "roomId": room, "members": members})
+			c.reply(encode(map[string]any{"action": "joinedRoom", "roomId": room, "members": members}))
 			h.broadcast(room, encode(map[string]any{"action": "userJoined", "roomId": room, "userId": c.userID, "timestamp": now()}), c)
 		case "leaveRoom":
 			h.mu.Lock()
@@ -155,12 +209,12 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 			h.broadcast(room, encode(map[string]any{"action": "userLeft", "roomId": room, "userId": c.userID, "timestamp": now()}), nil)
 		case "sendMessage":
 			if !c.rooms[room] {
-				c.send <- encode(map[string]any{"action": "error", "message": "Not in room", "timestamp": now()})
+				c.reply(encode(map[string]any{"action": "error", "message": "Not in room", "timestamp": now()}))
 				continue
 			}
 			h.publish(room, encode(map[string]any{"action": "message", "roomId": room, "message": msg["message"], "sender": c.userID, "timestamp": now()}))
 		default:
-			c.send <- encode(map[string]any{"action": "error", "message": "Unknown action", "timestamp": now()})
+			c.reply(encode(map[string]any{"action": "error", "message": "Unknown action", "timestamp": now()}))
 		}
 	}
 }
@@ -168,7 +222,9 @@ func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8081", "listen address")
 	redisAddr := flag.String("redis", "", "Redis host:port for multi-node mode (empty: single node)")
+	flag.BoolVar(&compress, "deflate", false, "accept permessage-deflate; writes go out as prepared messages")
 	flag.Parse()
+	upgrader.EnableCompression = compress
 	h := &hub{rooms: map[string]map[*client]bool{}}
 	if *redisAddr != "" {
 		h.redis = &redis.Pool{MaxIdle: 64, IdleTimeout: time.Minute, Dial: func() (redis.Conn, error) { return redis.Dial("tcp", *redisAddr) }}

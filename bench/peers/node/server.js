@@ -1,12 +1,17 @@
 // An idiomatic Node server on `ws` speaking the seed rooms protocol (DESIGN §3).
-// Usage: NODE_PATH=/usr/share/nodejs node server.js [port=8082] [redisHost:port]
+// Usage: NODE_PATH=/usr/share/nodejs node server.js [--deflate] [port=8082] [redisHost:port]
+// With --deflate, ws accepts permessage-deflate with its own defaults (context takeover on both sides) except the
+// threshold, 256 bytes as Switchboard's: each send compresses for its connection, so a room message is compressed
+// once per member.
 // With the optional Redis address (multi-node mode), sendMessage PUBLISHes the encoded frame to channel room:<roomId>
 // and a duplicate client PSUBSCRIBEs room:* and delivers each payload to the local members of that room, so instances
 // behind no load balancer fan out to each other's members. Presence stays node-local: joinedRoom's member list and
 // userJoined/userLeft only cover this node.
 const { WebSocketServer } = require("ws");
-const port = Number(process.argv[2] || 8082);
-const redisAddr = process.argv[3];
+const deflate = process.argv.includes("--deflate");
+const args = process.argv.slice(2).filter((arg) => arg !== "--deflate");
+const port = Number(args[0] || 8082);
+const redisAddr = args[1];
 const rooms = new Map(); // roomId -> Set<ws>
 
 function deliver(room, payload, except) {
@@ -30,7 +35,7 @@ async function connectRedis() {
 }
 
 function serve() {
-  const wss = new WebSocketServer({ host: "127.0.0.1", port, perMessageDeflate: false });
+  const wss = new WebSocketServer({ host: "127.0.0.1", port, perMessageDeflate: deflate ? { threshold: 256 } : false });
   wss.on("connection", onConnection);
 }
 
