@@ -267,7 +267,9 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
             joined.count.add(1, ordering: .relaxed)
         }
     }
-    _ = try await open(members, rate: options.connectRate, urls: urls, dialer: dialer) { index in
+    // Member i joins room i % rooms; over several nodes, a room's members alternate between them (with URLs taken
+    // round-robin by index, an even number of rooms over two nodes would put each room wholly on one node).
+    _ = try await open(members, rate: options.connectRate, urls: urls, dialer: dialer, block: rooms) { index in
         joined.behaviour(onOpen: { $0.send(joins[index % rooms]) }, onText: onText)
     }
     try await waitUntil(seconds: 60) { joined.count.load(ordering: .relaxed) + joined.failed.load(ordering: .relaxed) >= members }
@@ -292,23 +294,40 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
         }
     }
     let expected = total * joined.count.load(ordering: .relaxed) / rooms
+    let (nodePids, redisPids) = ([target.pid] + target.nodePid.map(Optional.some), target.redisPid.map(Optional.some))
     let (startMicros, cpuBefore, cpuFrom) = (start.uptimeNanoseconds / 1000, cpuSeconds(target.pid), nowMicros())
+    let (nodesBefore, redisBefore) = (totalCPUSeconds(nodePids), totalCPUSeconds(redisPids))
     try await Task.sleep(for: .milliseconds(Int64(options.seconds * 1000) + 100))
     try await waitUntil(seconds: 10) { delivered.count.load(ordering: .relaxed) >= expected }
     let got = delivered.count.load(ordering: .relaxed)
     // Over the time the deliveries took, which is longer than the sending when the server falls behind.
     let seconds = max(options.seconds, Double(lastDelivery.load(ordering: .relaxed) &- startMicros) / 1e6)
-    let cpu = cpuSeconds(target.pid).flatMap { after in cpuBefore.map { (after - $0) * 1e6 / Double(nowMicros() - cpuFrom) } }
+    let window = Double(nowMicros() - cpuFrom) / 1e6
+    let cpu = cpuSeconds(target.pid).flatMap { after in cpuBefore.map { (after - $0) / window } }
+    let nodesCPU = target.nodePid.isEmpty ? nil : totalCPUSeconds(nodePids).flatMap { after in nodesBefore.map { (after - $0) / window } }
+    let redisCPU = redisPids.isEmpty ? nil : totalCPUSeconds(redisPids).flatMap { after in redisBefore.map { (after - $0) / window } }
     report(
         [
             "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "rooms": number(rooms),
             "members": number(options.members), "rate": number(rate), "delivered_per_second": number(Double(got) / seconds),
             "loss_percent": number(Double(expected - got) * 100 / Double(max(expected, 1))),
             "server_cpu_percent": cpu.map { number($0 * 100) } ?? .null,  // from the first send to the last delivery awaited
+            "nodes_cpu_percent": nodesCPU.map { number($0 * 100) } ?? .null,  // every node (--pid and --node-pid), same window
+            "redis_cpu_percent": redisCPU.map { number($0 * 100) } ?? .null,  // every --redis-pid, same window
         ],
         joined.failures(),
         delivered.percentiles()
     )
+}
+
+/// CPU seconds used by all of `pids`; nil if one cannot be read.
+func totalCPUSeconds(_ pids: [Int32?]) -> Double? {
+    var total = 0.0
+    for pid in pids {
+        guard let seconds = cpuSeconds(pid) else { return nil }
+        total += seconds
+    }
+    return total
 }
 
 /// Prints one result line made of several groups of fields.
