@@ -31,6 +31,12 @@ struct Target: ParsableArguments {
     @Option(help: "Server PID, for resident memory (/proc/PID/status).")
     var pid: Int32?
 
+    @Option(help: "PIDs of a cluster's other nodes: their CPU is added to the first's in nodes_cpu_percent (fan-out scenarios).")
+    var nodePid: [Int32] = []
+
+    @Option(help: "PIDs of the Redis servers behind a cluster, for redis_cpu_percent (fan-out scenarios).")
+    var redisPid: [Int32] = []
+
     @Option(help: "Label for the output.")
     var server = "switchboard"
 
@@ -179,16 +185,18 @@ func waitUntil(seconds: Double, _ condition: () -> Bool) async throws -> Bool {
 }
 
 /// Dials `count` connections at `rate` per second, round-robin over `urls`, each with a `userId` of its own; returns
-/// the channels that connected (once every dial has finished).
+/// the channels that connected (once every dial has finished). With `block` above 1, runs of `block` consecutive
+/// connections go to the same URL (connection i to URL (i / block) % urls.count).
 func open(
     _ count: Int,
     rate: Int,
     urls: [WebSocketURL],
     dialer: Dialer,
     userPrefix: String = "u",
+    block: Int = 1,
     behaviour: Behaviour
 ) async throws -> [any Channel] {
-    try await open(count, rate: rate, urls: urls, dialer: dialer, userPrefix: userPrefix) { _ in behaviour }
+    try await open(count, rate: rate, urls: urls, dialer: dialer, userPrefix: userPrefix, block: block) { _ in behaviour }
 }
 
 /// `open` with each connection's behaviour made from its index.
@@ -198,12 +206,14 @@ func open(
     urls: [WebSocketURL],
     dialer: Dialer,
     userPrefix: String = "u",
+    block: Int = 1,
     behaviours: (Int) -> Behaviour
 ) async throws -> [any Channel] {
     var dials: [EventLoopFuture<any Channel>] = []
     let started = ContinuousClock.now
     for index in 0..<count {
-        dials.append(dialer.dial(urls[index % urls.count].adding("userId", "\(userPrefix)\(index)"), index: index, behaviour: behaviours(index)))
+        let url = urls[index / max(block, 1) % urls.count]
+        dials.append(dialer.dial(url.adding("userId", "\(userPrefix)\(index)"), index: index, behaviour: behaviours(index)))
         if index % 50 == 49 {
             let due = started + .milliseconds(Int64(index + 1) * 1000 / Int64(rate))
             if ContinuousClock.now < due { try await Task.sleep(until: due) }

@@ -340,7 +340,9 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
             joined.count.add(1, ordering: .relaxed)
         }
     }
-    _ = try await open(members, rate: options.connectRate, urls: urls, dialer: dialer) { index in
+    // Member i joins room i % rooms; over several nodes, a room's members alternate between them (with URLs taken
+    // round-robin by index, an even number of rooms over two nodes would put each room wholly on one node).
+    _ = try await open(members, rate: options.connectRate, urls: urls, dialer: dialer, block: rooms) { index in
         joined.behaviour(onOpen: { $0.send(joins[index % rooms]) }, onText: onText)
     }
     try await waitUntil(seconds: 60) { joined.count.load(ordering: .relaxed) + joined.failed.load(ordering: .relaxed) >= members }
@@ -371,8 +373,10 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
         }
     }
     let expected = total * joined.count.load(ordering: .relaxed) / rooms
+    let (nodePids, redisPids) = ([target.pid] + target.nodePid.map(Optional.some), target.redisPid.map(Optional.some))
     let (startMicros, cpuBefore, cpuFrom) = (start.uptimeNanoseconds / 1000, cpuSeconds(target.pid), nowMicros())
     let generatorBefore = cpuSeconds(getpid())
+    let (nodesBefore, redisBefore) = (totalCPUSeconds(nodePids), totalCPUSeconds(redisPids))
     try await Task.sleep(for: .milliseconds(Int64(options.seconds * 1000) + 100))
     try await waitUntil(seconds: 10) { delivered.count.load(ordering: .relaxed) >= expected }
     let got = delivered.count.load(ordering: .relaxed)
@@ -382,6 +386,9 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
     let cpu = cpuUsed.map { $0 * 1e6 / Double(nowMicros() - cpuFrom) }
     // The generator's own share of its core over the same time: near 100 % it, not the server, may set the latency.
     let generator = cpuSeconds(getpid()).flatMap { after in generatorBefore.map { (after - $0) * 1e6 / Double(nowMicros() - cpuFrom) } }
+    let window = Double(nowMicros() - cpuFrom) / 1e6
+    let nodesCPU = target.nodePid.isEmpty ? nil : totalCPUSeconds(nodePids).flatMap { after in nodesBefore.map { (after - $0) / window } }
+    let redisCPU = redisPids.isEmpty ? nil : totalCPUSeconds(redisPids).flatMap { after in redisBefore.map { (after - $0) / window } }
     report(
         [
             "scenario": .string(scenario), "server": .string(target.server), "nodes": number(urls.count), "rooms": number(rooms),
@@ -391,12 +398,24 @@ func fanout(scenario: String, target: Target, options: FanoutOptions, rooms: Int
             "server_cpu_percent": cpu.map { number($0 * 100) } ?? .null,  // from the first send to the last delivery awaited
             "server_cpu_us_per_delivery": cpuUsed.map { number($0 * 1e6 / Double(max(got, 1))) } ?? .null,
             "generator_cpu_percent": generator.map { number($0 * 100) } ?? .null,
+            "nodes_cpu_percent": nodesCPU.map { number($0 * 100) } ?? .null,  // every node (--pid and --node-pid), same window
+            "redis_cpu_percent": redisCPU.map { number($0 * 100) } ?? .null,  // every --redis-pid, same window
         ],
         joined.failures(),
         delivered.percentiles(),
         delivered.sizes(per: "delivery"),
         dialer.extensionFields()
     )
+}
+
+/// CPU seconds used by all of `pids`; nil if one cannot be read.
+func totalCPUSeconds(_ pids: [Int32?]) -> Double? {
+    var total = 0.0
+    for pid in pids {
+        guard let seconds = cpuSeconds(pid) else { return nil }
+        total += seconds
+    }
+    return total
 }
 
 /// Prints one result line made of several groups of fields.
