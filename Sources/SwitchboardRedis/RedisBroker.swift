@@ -57,6 +57,9 @@ public final class RedisBroker: Broker {
     }
 
     public let node: String
+    /// This broker's part of its publish ids: the node id alone may come back after a restart, and an id must not
+    /// match an entry of the earlier run.
+    private let instance = String(UInt64.random(in: 0...UInt64.max), radix: 36)
     public let layout: Layout
     private let client: any RedisCommands
     /// Room, user, node and broadcast channels: classic pub/sub on one Redis, sharded on a cluster.
@@ -112,11 +115,28 @@ public final class RedisBroker: Broker {
     /// Assigns a room message its offset, appends it to the room's stream (bounded by length, expiring with age)
     /// and publishes it (`PUBLISH`, or `SPUBLISH` on a cluster), atomically, so offsets follow publish order across
     /// nodes.
-    private static let appendScript = """
+    ///
+    /// Each message carries a publish id (`p`). A publish sent again after a send whose fate is unknown (written, then
+    /// the connection or the reply lost) sets ARGV[8] and first looks for its id among the room's recent entries, so
+    /// it returns the offset it already has instead of appending twice. Entries older than its own timestamp by
+    /// a minute (clock skew between nodes) end the search.
+    static let appendScript = """
+        if ARGV[8] == '1' and tonumber(ARGV[2]) > 0 then
+          local oldest, before, searching = tonumber(ARGV[3]) - 60000, '+', true
+          while searching do
+            local entries = redis.call('XREVRANGE', KEYS[2], before, '-', 'COUNT', 100)
+            for _, entry in ipairs(entries) do
+              local fields = entry[2]
+              if fields[6] == ARGV[7] then return tonumber(string.match(entry[1], '^%d+')) end
+              if tonumber(fields[2]) < oldest then searching = false break end
+            end
+            if #entries < 100 then searching = false else before = '(' .. entries[#entries][1] end
+          end
+        end
         local offset = redis.call('INCR', KEYS[1])
         local frame = ARGV[1] .. offset .. '}'
         if tonumber(ARGV[2]) > 0 then
-          redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ts', ARGV[3], 'f', frame)
+          redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ts', ARGV[3], 'f', frame, 'p', ARGV[7])
           redis.call('PEXPIRE', KEYS[2], ARGV[4])
         end
         redis.call(ARGV[6], KEYS[3], ARGV[5] .. frame)
@@ -239,6 +259,7 @@ public final class RedisBroker: Broker {
 
     /// Publishes in order, pipelining whatever has queued up since the last round trip.
     private func publishLoop() async {
+        var publishes: UInt64 = 0
         for await _ in self.wakeups {
             let batch = self.outbox.withLock { queued in
                 defer { queued.removeAll(keepingCapacity: true) }
@@ -253,17 +274,20 @@ public final class RedisBroker: Broker {
             }
             var commands: [[RedisArgument]] = []
             var appended: [(index: Int, message: RoomMessage)] = []
+            var appends: Set<Int> = []
             for item in batch {
                 switch item {
                 case .roomMessage(let message, let local):
                     let room = message.room.rawValue
                     let header = Envelope(origin: self.node, audience: .room(message.room), frame: OutboundFrame(.text, [])).encoded
                     if !local { appended.append((commands.count, message)) }
+                    appends.insert(commands.count)
+                    publishes &+= 1
                     commands.append([
                         "EVAL", .string(Self.appendScript), "3", .string(self.key(.roomOffset, room)), .string(self.key(.history, room)),
                         .string(self.channel("room", room)), .bytes(message.prefix), RedisArgument(self.options.history.messages),
                         RedisArgument(Self.now()), RedisArgument(Self.milliseconds(self.options.history.age)), .bytes(header),
-                        self.publishCommand,
+                        self.publishCommand, .string("\(self.instance):\(publishes)"), "0",
                     ])
                 case .publish(let channel, let payload):
                     commands.append([self.publishCommand, .string(channel), .bytes(payload)])
@@ -274,7 +298,7 @@ public final class RedisBroker: Broker {
                     commands.append([self.publishCommand, .string(self.channel("node", node)), .bytes(payload)])
                 }
             }
-            let replies = await self.sendRetryingFailover(commands)
+            let replies = await self.sendRetryingFailover(commands, checkable: self.options.history.messages > 0 ? appends : [])
             watchdog.cancel()
             let answered = self.outbox.withLock { _ in
                 self.late.store(false, ordering: .relaxed)
@@ -293,28 +317,40 @@ public final class RedisBroker: Broker {
         }
     }
 
-    /// Sends one publish batch; commands that could not reach Redis (a primary failing over, a restart) are sent again
-    /// every 250 ms for up to ``failoverWindow``, and only those, so a failover that ends in time loses no message
-    /// and runs none twice. Meanwhile later publishes wait, and members here get them at once (``deliverLate(_:)``).
-    /// `nil` for a command that never got an answer.
-    private func sendRetryingFailover(_ commands: [[RedisArgument]]) async -> [RESPValue?] {
+    /// Sends one publish batch, and sends again every 250 ms, for up to ``failoverWindow``, what did not run: a
+    /// primary failing over, a restart. A command is sent again only when that cannot run it twice: it was never
+    /// written, or Redis refused it before running it; or it is a room append (`checkable`), whose send again first
+    /// looks for its publish id in the room's history. Any other command whose fate is unknown (written, then the
+    /// connection or the reply lost) is not sent again: at most once. Meanwhile later publishes wait, and members here
+    /// get them at once (``deliverLate(_:)``). `nil` for a command that never got an answer.
+    private func sendRetryingFailover(_ commands: [[RedisArgument]], checkable: Set<Int>) async -> [RESPValue?] {
+        var commands = commands
         var outcomes = await self.client.pipelineEach(commands)
         let started = ContinuousClock.now
         while !Task.isCancelled, ContinuousClock.now - started < Self.failoverWindow {
-            let failed = outcomes.indices.filter { Self.notRun(outcomes[$0]) }
-            guard !failed.isEmpty else { break }
+            var again: [Int] = []
+            for index in outcomes.indices {
+                switch outcomes[index] {
+                case .failure(let error) where error.mayHaveRun:
+                    guard checkable.contains(index) else { continue }
+                    commands[index][commands[index].count - 1] = "1"
+                    again.append(index)
+                case let outcome where Self.notRun(outcome): again.append(index)
+                default: continue
+                }
+            }
+            guard !again.isEmpty else { break }
             try? await Task.sleep(for: .milliseconds(250))
-            for (index, outcome) in zip(failed, await self.client.pipelineEach(failed.map { commands[$0] })) { outcomes[index] = outcome }
+            for (index, outcome) in zip(again, await self.client.pipelineEach(again.map { commands[$0] })) { outcomes[index] = outcome }
         }
         return outcomes.map { try? $0.get() }
     }
 
-    /// Whether a command certainly did not run and may be sent again: no answer, or an answer that refused it before
-    /// running it (a cluster without an owner for the slot, a slot on the move, a replica that was a primary, a Redis
-    /// still loading its data).
+    /// Whether a command certainly did not run: never written, or refused before running (a cluster without an owner
+    /// for the slot, a slot on the move, a replica that was a primary, a Redis still loading its data).
     private static func notRun(_ outcome: Result<RESPValue, RedisError>) -> Bool {
         switch outcome {
-        case .failure: true
+        case .failure(let error): !error.mayHaveRun
         case .success(.error(let message)):
             ["CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "LOADING", "MASTERDOWN", "READONLY"].contains { message.hasPrefix($0) }
         case .success: false

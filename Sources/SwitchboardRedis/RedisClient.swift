@@ -112,7 +112,7 @@ public final class RedisClient: Sendable {
         evenIfUnreachable: Bool = false
     ) async throws(RedisError) -> RedisConnection {
         let (current, reachable) = self.state.withLock { ($0.connection, $0.reachable) }
-        guard reachable || evenIfUnreachable else { throw RedisError(.connection, "Redis is unreachable (probed every second)") }
+        guard reachable || evenIfUnreachable else { throw RedisError(.connection, "Redis is unreachable (probed every second)", mayHaveRun: false) }
         if let current, current.isActive { return current }
         let connection = try await RedisConnection.connect(configuration ?? self.configuration, group: self.group)
         // Callers that found no connection connect at the same time: the first one up is kept, so no command is

@@ -70,7 +70,7 @@ public final class RedisClusterClient: RedisCommands {
 
     public func pipelineEach(_ commands: [[RedisArgument]]) async -> [Result<RESPValue, RedisError>] {
         let slots = commands.map(Self.slot(of:))
-        var outcomes = [Result<RESPValue, RedisError>](repeating: .failure(RedisError(.connection, "not sent")), count: commands.count)
+        var outcomes = [Result<RESPValue, RedisError>](repeating: .failure(RedisError(.connection, "not sent", mayHaveRun: false)), count: commands.count)
         var targets: [Int: ClusterNode] = [:]
         for (index, slot) in slots.enumerated() {
             do throws(RedisError) { targets[index] = try await self.node(for: slot) } catch { outcomes[index] = .failure(error) }
@@ -166,18 +166,18 @@ public final class RedisClusterClient: RedisCommands {
     private func node(for slot: Int?) async throws(RedisError) -> ClusterNode {
         if self.state.withLock({ $0.topology == nil }) {
             guard !self.state.withLock({ $0.unreachable }) else {
-                throw RedisError(.connection, "Redis Cluster is unreachable (probed every second)")
+                throw RedisError(.connection, "Redis Cluster is unreachable (probed every second)", mayHaveRun: false)
             }
             await self.refresh()
         }
         return try self.state.withLock { state throws(RedisError) in
-            guard let topology = state.topology else { throw RedisError(.connection, "no Redis Cluster node answered") }
+            guard let topology = state.topology else { throw RedisError(.connection, "no Redis Cluster node answered", mayHaveRun: false) }
             if let slot {
-                guard let owner = topology.owner(of: slot) else { throw RedisError(.connection, "no Redis Cluster primary serves slot \(slot)") }
+                guard let owner = topology.owner(of: slot) else { throw RedisError(.connection, "no Redis Cluster primary serves slot \(slot)", mayHaveRun: false) }
                 return owner
             }
             let primary = topology.primaries.first { state.clients[$0]?.isReachable ?? true } ?? topology.primaries.first
-            guard let primary else { throw RedisError(.connection, "the Redis Cluster has no primary") }
+            guard let primary else { throw RedisError(.connection, "the Redis Cluster has no primary", mayHaveRun: false) }
             return primary
         }
     }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// Why a Redis call failed.
 public struct RedisError: Error, CustomStringConvertible, Sendable {
@@ -15,11 +16,19 @@ public struct RedisError: Error, CustomStringConvertible, Sendable {
 
     public let code: Code
     public let message: String
+    /// Whether Redis may have run the command. `false` only when it was never written (no connection, a Redis counted
+    /// as unreachable, a connect that failed), so sending it again cannot run it twice; a command that was written
+    /// and then lost its connection or its reply may well have run.
+    public let mayHaveRun: Bool
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, mayHaveRun: Bool = true) {
         self.code = code
         self.message = message
+        self.mayHaveRun = mayHaveRun
     }
+
+    /// The same failure, known to have happened before the command was written.
+    var notSent: RedisError { RedisError(self.code, self.message, mayHaveRun: false) }
 
     public var description: String { "Redis \(self.code): \(self.message)" }
 }
@@ -92,14 +101,20 @@ final class RESPHandler: ChannelDuplexHandler {
     typealias OutboundOut = ByteBuffer
 
     private var pending = CircularBuffer<EventLoopPromise<RESPValue>>()
+    private let heard: Heard
     /// Holds the bytes of the element being read, at most `maximumReplyBytes` of them between reads, and resumes it
     /// on the next read. `nil` once a bad reply has put the stream out of step: later reads are dropped.
     private var decoder: NIOSingleStepByteToMessageProcessor<RESPDecoder>?
     private let onPush: (@Sendable (RESPValue) -> Void)?
 
     /// - Parameter maximumReplyBytes: `RedisConfiguration.maximumReplyBytes`.
-    init(onPush: (@Sendable (RESPValue) -> Void)?, maximumReplyBytes: Int = RedisConfiguration.defaultMaximumReplyBytes) {
+    init(
+        onPush: (@Sendable (RESPValue) -> Void)?,
+        maximumReplyBytes: Int = RedisConfiguration.defaultMaximumReplyBytes,
+        heard: Heard = Heard()
+    ) {
         self.onPush = onPush
+        self.heard = heard
         self.decoder = NIOSingleStepByteToMessageProcessor(RESPDecoder(maximumReplyBytes: maximumReplyBytes))
     }
 
@@ -112,6 +127,7 @@ final class RESPHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.heard.now()
         guard let decoder = self.decoder else { return }
         do {
             try decoder.process(buffer: self.unwrapInboundIn(data)) { value in
@@ -152,14 +168,25 @@ final class RESPHandler: ChannelDuplexHandler {
     }
 }
 
+/// When a connection last heard from Redis: the clock its commands' timeouts run on.
+final class Heard: Sendable {
+    private let uptime = Atomic<UInt64>(NIODeadline.now().uptimeNanoseconds)
+
+    func now() { self.uptime.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed) }
+
+    var last: NIODeadline { .uptimeNanoseconds(self.uptime.load(ordering: .relaxed)) }
+}
+
 /// One open connection to Redis, logged in and on its database.
 final class RedisConnection: Sendable {
     let channel: any Channel
     private let timeout: TimeAmount
+    private let heard: Heard
 
-    private init(channel: any Channel, timeout: TimeAmount) {
+    private init(channel: any Channel, timeout: TimeAmount, heard: Heard) {
         self.channel = channel
         self.timeout = timeout
+        self.heard = heard
     }
 
     static func connect(
@@ -168,6 +195,7 @@ final class RedisConnection: Sendable {
         onPush: (@Sendable (RESPValue) -> Void)? = nil
     ) async throws(RedisError) -> RedisConnection {
         let channel: any Channel
+        let heard = Heard()
         do {
             let tls = try configuration.tls ? NIOSSLContext(configuration: .makeClientConfiguration()) : nil
             channel = try await ClientBootstrap(group: group)
@@ -179,15 +207,15 @@ final class RedisConnection: Sendable {
                             try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: configuration.host))
                         }
                         try channel.pipeline.syncOperations.addHandler(
-                            RESPHandler(onPush: onPush, maximumReplyBytes: configuration.maximumReplyBytes)
+                            RESPHandler(onPush: onPush, maximumReplyBytes: configuration.maximumReplyBytes, heard: heard)
                         )
                     }
                 }
                 .connect(host: configuration.host, port: configuration.port).get()
         } catch {
-            throw RedisError(.connection, "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+            throw RedisError(.connection, "cannot connect to \(configuration.host):\(configuration.port): \(error)", mayHaveRun: false)
         }
-        let connection = RedisConnection(channel: channel, timeout: configuration.commandTimeout)
+        let connection = RedisConnection(channel: channel, timeout: configuration.commandTimeout, heard: heard)
         do {
             if let password = configuration.password {
                 let auth: [RedisArgument] = configuration.username.map { ["AUTH", .string($0), .string(password)] } ?? ["AUTH", .string(password)]
@@ -196,59 +224,77 @@ final class RedisConnection: Sendable {
             if configuration.database != 0 { _ = try await connection.send(["SELECT", RedisArgument(configuration.database)]) }
         } catch {
             connection.close()
-            throw error
+            throw error.notSent
         }
         return connection
     }
 
     /// Sends one command; several calls pipeline. Error replies throw `.server`.
     func send(_ command: [RedisArgument], timeout limit: TimeAmount? = nil) async throws(RedisError) -> RESPValue {
-        let promise = self.channel.eventLoop.makePromise(of: RESPValue.self)
-        let limit = limit ?? self.timeout
-        let timeout = self.channel.eventLoop.scheduleTask(in: limit) {
-            promise.fail(RedisError(.timeout, "no reply within \(limit)"))
-        }
-        self.channel.writeAndFlush((command, promise)).cascadeFailure(to: promise)
-        do {
-            let value = try await promise.futureResult.get()
-            timeout.cancel()
-            if case .error(let message) = value { throw RedisError(.server, message) }
-            return value
-        } catch let error as RedisError {
-            timeout.cancel()
-            if error.code == .timeout { self.close() }  // a late reply would answer the wrong command
-            throw error
-        } catch {
-            timeout.cancel()
-            throw RedisError(.connection, "\(error)")
-        }
+        let value = try await self.pipeline([command], timeout: limit)[0]
+        if case .error(let message) = value { throw RedisError(.server, message) }
+        return value
     }
 
     /// Writes every command, flushes once, and collects the replies in order (error replies included).
-    func pipeline(_ commands: [[RedisArgument]]) async throws(RedisError) -> [RESPValue] {
+    ///
+    /// The timeout counts from the last bytes Redis sent, not from the write: a Redis working through a long backlog
+    /// (or a node whose busy event loop reads its replies late) is not away, and dropping its connection would fail
+    /// commands that it then runs. A frozen Redis, or one cut off, sends nothing, and its callers fail after `limit`.
+    func pipeline(_ commands: [[RedisArgument]], timeout limit: TimeAmount? = nil) async throws(RedisError) -> [RESPValue] {
         let loop = self.channel.eventLoop
         let promises = commands.map { _ in loop.makePromise(of: RESPValue.self) }
         for (command, promise) in zip(commands, promises) {
-            self.channel.write((command, promise)).cascadeFailure(to: promise)
+            self.channel.write((command, promise)).whenFailure { error in
+                // Never written whole: Redis runs no command it has not read to the end.
+                promise.fail(RedisError(.connection, "\(error)", mayHaveRun: false))
+            }
         }
         self.channel.flush()
-        let timeout = loop.scheduleTask(in: self.timeout) {
-            for promise in promises { promise.fail(RedisError(.timeout, "no reply within \(self.timeout)")) }
+        let sent = NIODeadline.now()
+        loop.execute {
+            let answered = NIOLoopBoundBox(false, eventLoop: loop)
+            promises.last?.futureResult.whenComplete { _ in answered.value = true }
+            self.failWhenSilent(promises, answered, for: limit ?? self.timeout, since: sent)
         }
-        defer { timeout.cancel() }
         var replies: [RESPValue] = []
         replies.reserveCapacity(commands.count)
         for promise in promises {
             do {
                 replies.append(try await promise.futureResult.get())
             } catch let error as RedisError {
-                if error.code == .timeout { self.close() }
+                if error.code == .timeout { self.close() }  // a late reply would answer the wrong command
                 throw error
             } catch {
                 throw RedisError(.connection, "\(error)")
             }
         }
         return replies
+    }
+
+    /// Fails `promises` with `.timeout` once Redis has sent nothing for `limit` while they wait.
+    ///
+    /// Silence is confirmed after one more pass of the event loop: a task that held the loop (a busy node) can make
+    /// the check due before the loop has read what Redis sent meanwhile, and a check scheduled a millisecond ahead
+    /// runs only after the loop has polled its sockets again.
+    private func failWhenSilent(
+        _ promises: [EventLoopPromise<RESPValue>],
+        _ answered: NIOLoopBoundBox<Bool>,
+        for limit: TimeAmount,
+        since sent: NIODeadline,
+        confirming: Bool = false
+    ) {
+        let heard = max(sent, self.heard.last)
+        let deadline = confirming ? .now() + .milliseconds(1) : heard + limit
+        self.channel.eventLoop.scheduleTask(deadline: deadline) {
+            guard !answered.value else { return }
+            let silent = NIODeadline.now() - max(sent, self.heard.last) >= limit
+            if silent, confirming {
+                for promise in promises { promise.fail(RedisError(.timeout, "Redis sent nothing for \(limit)")) }
+            } else {
+                self.failWhenSilent(promises, answered, for: limit, since: sent, confirming: silent)
+            }
+        }
     }
 
     var isActive: Bool { self.channel.isActive }

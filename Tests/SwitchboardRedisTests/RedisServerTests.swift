@@ -28,6 +28,11 @@ final class RedisServer: Sendable {
         throw RedisError(.connection, "redis-server did not start")
     }
 
+    /// SIGSTOP freezes it (the connection stays open, nothing is answered), SIGCONT wakes it.
+    func signal(_ signal: Int32) {
+        kill(self.process.processIdentifier, signal)
+    }
+
     func stop() {
         kill(self.process.processIdentifier, SIGKILL)
         self.process.waitUntilExit()
@@ -43,6 +48,19 @@ final class RedisServer: Sendable {
         let channel = try ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).wait()
         try channel.close().wait()
         return true
+    }
+}
+
+/// Holds its event loop for 600 ms after the first flush once armed, as a node whose loop is saturated does.
+final class LoopBlocker: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = NIOAny
+    var armed = false
+
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        guard self.armed else { return }
+        self.armed = false
+        Thread.sleep(forTimeInterval: 0.6)
     }
 }
 
@@ -129,6 +147,78 @@ final class RedisServer: Sendable {
         subscriber.stop()
         await runner.value
         publisher.close()
+    }
+
+    /// A node whose event loop was busy for longer than the timeout read Redis's prompt reply too late, called
+    /// Redis unreachable, and closed a connection that was working (failing commands Redis had run). The timeout now
+    /// counts Redis's silence, checked after the loop has read its sockets.
+    @Test func aBusyEventLoopIsNotATimeout() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)")
+        configuration.commandTimeout = .milliseconds(300)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connection = try await RedisConnection.connect(configuration, group: group)
+        defer { connection.close() }
+        let blocker = LoopBlocker()
+        try await connection.channel.pipeline.addHandler(blocker)
+        try await connection.channel.eventLoop.submit { blocker.armed = true }.get()
+        // The next flush holds the loop for 600 ms after writing; Redis answers at once.
+        #expect(try await connection.send(["INCR", "n"]) == .integer(1))
+        #expect(connection.isActive)
+        #expect(try await connection.send(["INCR", "n"]) == .integer(2))
+    }
+
+    /// A frozen Redis sends nothing: its callers fail after the timeout, and the client counts it unreachable, so
+    /// later commands fail at once, unwritten (safe to send again). What was written before the freeze runs once it
+    /// wakes.
+    @Test func aFrozenRedisTimesOutAndLaterCommandsAreNotWritten() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)")
+        configuration.commandTimeout = .milliseconds(300)
+        let client = RedisClient(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton, logger: self.logger)
+        defer { client.close() }
+        #expect(try await client.send("INCR", "ran") == .integer(1))
+        server.signal(SIGSTOP)
+        defer { server.signal(SIGCONT) }
+        let frozen = await #expect(throws: RedisError.self) { try await client.send("INCR", "ran") }
+        #expect(frozen?.code == .timeout && frozen?.mayHaveRun == true)
+        let refused = await #expect(throws: RedisError.self) { try await client.send("INCR", "ran") }
+        #expect(refused?.mayHaveRun == false)
+        server.signal(SIGCONT)
+        try await Self.eventually { await client.probe() != .unreachable }
+        #expect(try await client.send("GET", "ran").string == "2")
+    }
+
+    /// A room append sent again after a send whose fate is unknown finds its publish id and returns the offset it
+    /// already has; a new publish id appends.
+    @Test func aRoomAppendSentAgainRunsOnce() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let client = RedisClient(
+            configuration: try RedisConfiguration(url: "redis://127.0.0.1:\(server.port)"),
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: self.logger
+        )
+        defer { client.close() }
+        func command(_ id: String, again: Bool) -> [RedisArgument] {
+            [
+                "EVAL", .string(RedisBroker.appendScript), "3", "offset", "hist", "channel", .string("{\"m\":\"\(id)\",\"offset\":"), "1000",
+                RedisArgument(1_700_000_000_000), "60000", "", "PUBLISH", .string(id), again ? "1" : "0",
+            ]
+        }
+        func append(_ id: String, again: Bool) async throws -> RESPValue { try await client.send(command(id, again: again)) }
+        #expect(try await append("a:1", again: false) == .integer(1))
+        #expect(try await append("a:2", again: false) == .integer(2))
+        #expect(try await append("a:1", again: true) == .integer(1))
+        #expect(try await append("a:3", again: true) == .integer(3))
+        #expect(try await append("a:3", again: true) == .integer(3))
+        #expect(try await client.send("XLEN", "hist") == .integer(3))
+        // The search pages through the stream, 100 entries at a time.
+        _ = try await client.pipeline((1...250).map { command("b:\($0)", again: false) })
+        #expect(try await append("b:7", again: true) == .integer(10))
+        #expect(try await client.send("GET", "offset").string == "253")
     }
 
     static func eventually(_ condition: () async throws -> Bool) async throws {

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from websockets.sync.client import connect
 
-from helpers import eventually, recv_json, recv_until, send_json
+from helpers import Traffic, eventually, first_gap, recv_json, recv_until, rejoin, send_json
 from conftest import TOKEN, api
 
 
@@ -168,3 +168,31 @@ def test_a_node_serves_its_clients_at_once_while_redis_is_gone_or_frozen(cluster
     if fault == "frozen":
         eventually(lambda: health(node)["status"] != "degraded", timeout=15, message="health recovers")
         assert_alive(node)
+
+
+def test_a_redis_frozen_past_the_probe_under_a_busy_room_runs_no_message_twice(cluster, redis):
+    """Redis frozen for longer than the probe's second: the node dropped the connection, sent the publishes that were
+    waiting on it again, and Redis ran both copies once it woke, so the reader got messages twice under two offsets.
+    Now a publish whose fate is unknown is sent again only as a check-then-append, and nothing is lost either."""
+    a, b = cluster(2, "--rooms-history-messages", "100000")
+    traffic = Traffic(a, b, "busy")
+    try:
+        time.sleep(1)
+        os.kill(redis.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)
+        finally:
+            os.kill(redis.process.pid, signal.SIGCONT)
+        eventually(lambda: health(a)["status"] == "ok" and health(b)["status"] == "ok", timeout=15, message="both healthy")
+        time.sleep(2)
+        received = traffic.finish()
+    finally:
+        traffic.sender.close()
+        traffic.reader.close()
+    missed = set(range(1, traffic.sent + 1)) - set(received)
+    lost = missed - rejoin(b, "busy", first_gap(received.values()))
+    history = [json.loads(line)["message"] for line in redis.cli("XRANGE", "switchboard:hist:busy", "-", "+").splitlines()
+               if line.startswith("{")]
+    report = {"sent": traffic.sent, "duplicates": traffic.duplicates, "missed_live": len(missed), "lost": len(lost),
+              "history": len(history), "history_unique": len(set(history))}
+    assert report["duplicates"] == 0 and report["lost"] == 0 and len(history) == len(set(history)) == traffic.sent, report
