@@ -70,7 +70,10 @@ public final class RedisClusterClient: RedisCommands {
 
     public func pipelineEach(_ commands: [[RedisArgument]]) async -> [Result<RESPValue, RedisError>] {
         let slots = commands.map(Self.slot(of:))
-        var outcomes = [Result<RESPValue, RedisError>](repeating: .failure(RedisError(.connection, "not sent", mayHaveRun: false)), count: commands.count)
+        var outcomes = [Result<RESPValue, RedisError>](
+            repeating: .failure(RedisError(.connection, "not sent", mayHaveRun: false)),
+            count: commands.count
+        )
         var targets: [Int: ClusterNode] = [:]
         for (index, slot) in slots.enumerated() {
             do throws(RedisError) { targets[index] = try await self.node(for: slot) } catch { outcomes[index] = .failure(error) }
@@ -173,7 +176,9 @@ public final class RedisClusterClient: RedisCommands {
         return try self.state.withLock { state throws(RedisError) in
             guard let topology = state.topology else { throw RedisError(.connection, "no Redis Cluster node answered", mayHaveRun: false) }
             if let slot {
-                guard let owner = topology.owner(of: slot) else { throw RedisError(.connection, "no Redis Cluster primary serves slot \(slot)", mayHaveRun: false) }
+                guard let owner = topology.owner(of: slot) else {
+                    throw RedisError(.connection, "no Redis Cluster primary serves slot \(slot)", mayHaveRun: false)
+                }
                 return owner
             }
             let primary = topology.primaries.first { state.clients[$0]?.isReachable ?? true } ?? topology.primaries.first
