@@ -177,6 +177,7 @@ public struct EngineSession: Sendable {
     public mutating func pollAborted() -> [Action] {
         switch self.state {
         case .polling(waiting: true), .probing(_, waiting: true):
+            self.state = .polling(waiting: false)  // that GET is gone: nothing left to answer with `1`
             return self.end(.transportError("poll connection closed prematurely"))
         default:
             return []
