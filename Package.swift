@@ -21,6 +21,8 @@ let package = Package(
         .library(name: "SwitchboardClient", targets: ["SwitchboardClient"]),
         // For the fuzz package (Fuzz/), which reads Redis replies with it.
         .library(name: "SwitchboardRedis", targets: ["SwitchboardRedis"]),
+        // For the fuzz package (Fuzz/), which feeds Engine.IO and Socket.IO packets to the parsers and sessions.
+        .library(name: "SwitchboardSocketIO", targets: ["SwitchboardSocketIO"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
@@ -67,6 +69,16 @@ let package = Package(
                 .product(name: "CompressNIO", package: "compress-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The Engine.IO v4 and Socket.IO v5 protocol layer as value types: packets, the Engine.IO session (polling,
+        // upgrade, heartbeats), namespaces and acks. Knows nothing of servers, sockets, configuration or brokers.
+        .target(
+            name: "SwitchboardSocketIO",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -174,6 +186,11 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwitchboardSocketIOTests",
+            dependencies: ["SwitchboardCore", "SwitchboardSocketIO", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
