@@ -101,6 +101,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardConfiguration",
                 "SwitchboardCore",
+                "SwitchboardSocketIO",
                 "SwitchboardRedis",
                 "SwitchboardWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
