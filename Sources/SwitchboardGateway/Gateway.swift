@@ -408,7 +408,9 @@ public final class Gateway: Service {
                     }
                     guard let admitted = upgrade.value.admitted else { throw ChannelError.inappropriateOperationForState }
                     upgrade.value.admitted = nil
-                    try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(admitted, gateway: gateway, eventLoop: channel.eventLoop, now: .now()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        WebSocketConnectionHandler(admitted, gateway: gateway, eventLoop: channel.eventLoop, now: .now())
+                    )
                 }
             }
         )

@@ -98,7 +98,15 @@ final class GatewayContext: Sendable {
         self.socketIOEncodings = Dictionary(
             uniqueKeysWithValues: socketIO.namespaces.map { namespace in
                 let encodings = [EngineSession.Transport.polling, .webSocket].map {
-                    ($0, SocketIOEncoding(namespace: namespace, transport: $0, pushEvent: socketIO.pushEvent, maxFrameBytes: configuration.maxFrameBytes))
+                    (
+                        $0,
+                        SocketIOEncoding(
+                            namespace: namespace,
+                            transport: $0,
+                            pushEvent: socketIO.pushEvent,
+                            maxFrameBytes: configuration.maxFrameBytes
+                        )
+                    )
                 }
                 return (namespace, Dictionary(uniqueKeysWithValues: encodings))
             }

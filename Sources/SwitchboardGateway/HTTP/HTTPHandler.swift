@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardConfiguration
@@ -320,6 +321,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// come from the session's loop, so it hops back here.
     private func serveSocketIO(_ head: HTTPRequestHead, body: [UInt8], keepAlive: Bool, context: ChannelHandlerContext) {
         let id = SocketIOHTTP.nextRequestID()
+        self.gateway.logger.debug(
+            "socket.io request",
+            metadata: ["method": "\(head.method)", "uri": "\(head.uri)", "body": "\(String(decoding: body, as: UTF8.self))"]
+        )
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let cors = SocketIOHTTP.corsHeaders(head)
         let responder = PollResponder(id: id) { response in

@@ -60,7 +60,15 @@ final class EngineConnection {
     private var readsHeld = 0
     private var nextHeartbeatEvent: NIODeadline?
 
-    init(sid: String, transport: EngineSession.Transport, head: HTTPRequestHead, remoteAddress: SocketAddress?, gateway: GatewayContext, eventLoop: any EventLoop, now: NIODeadline) {
+    init(
+        sid: String,
+        transport: EngineSession.Transport,
+        head: HTTPRequestHead,
+        remoteAddress: SocketAddress?,
+        gateway: GatewayContext,
+        eventLoop: any EventLoop,
+        now: NIODeadline
+    ) {
         let settings = gateway.configuration.socketIO
         let configuration = EngineSession.Configuration(
             pingInterval: TimeAmount(settings.pingInterval),
@@ -112,9 +120,16 @@ final class EngineConnection {
         self.run(self.engine.pollAborted(), current: nil)
     }
 
+    /// A POST is answered `ok` before its packets' effects go out: python-engineio's client stops sending once it
+    /// disconnects, and if an event's ack (over the GET) overtook the POST's `ok`, its next packets would be lost.
     func post(_ body: [UInt8], _ responder: PollResponder) {
+        let actions = self.engine.post(body, now: .now())
         var current: PollResponder? = responder
-        self.run(self.engine.post(body, now: .now()), current: &current)
+        if !actions.contains(where: { if case .rejectRequest = $0 { true } else { false } }) {
+            responder.respond(SocketIOHTTP.ok)
+            current = nil
+        }
+        self.run(actions, current: &current)
         current?.respond(SocketIOHTTP.ok)
     }
 
@@ -202,9 +217,19 @@ final class EngineConnection {
                     let allocator = ByteBufferAllocator()
                     let frame =
                         if let text = packet.webSocketText {
-                            WireFrame.encode(.text, allocator.buffer(string: text), maxFrame: self.gateway.configuration.maxFrameBytes, allocator: allocator)
+                            WireFrame.encode(
+                                .text,
+                                allocator.buffer(string: text),
+                                maxFrame: self.gateway.configuration.maxFrameBytes,
+                                allocator: allocator
+                            )
                         } else if case .message(.binary(let bytes)) = packet {
-                            WireFrame.encode(.binary, allocator.buffer(bytes: bytes), maxFrame: self.gateway.configuration.maxFrameBytes, allocator: allocator)
+                            WireFrame.encode(
+                                .binary,
+                                allocator.buffer(bytes: bytes),
+                                maxFrame: self.gateway.configuration.maxFrameBytes,
+                                allocator: allocator
+                            )
                         } else {
                             ByteBuffer()
                         }

@@ -116,7 +116,9 @@ enum SocketIOHTTP {
                 return nil
             }
             guard transport == "polling", !gateway.isDraining else {
-                responder.respond(gateway.isDraining ? .message(.serviceUnavailable, "Server is draining; reconnect to another node") : self.badRequest)
+                responder.respond(
+                    gateway.isDraining ? .message(.serviceUnavailable, "Server is draining; reconnect to another node") : self.badRequest
+                )
                 return nil
             }
             let session = EngineConnection(
@@ -209,7 +211,10 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
         self.sid = session.sid
         self.gateway.engines.add(session)
         session.attach(engineWire)
-        self.writeRaw(WireFrame.encode(.text, ByteBuffer(string: session.openPacket.webSocketText!), maxFrame: .max, allocator: context.channel.allocator), flush: true)
+        self.writeRaw(
+            WireFrame.encode(.text, ByteBuffer(string: session.openPacket.webSocketText!), maxFrame: .max, allocator: context.channel.allocator),
+            flush: true
+        )
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
