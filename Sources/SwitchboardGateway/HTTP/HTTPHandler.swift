@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import NIOHTTP1
 import SwitchboardConfiguration
@@ -186,7 +185,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty
             let target = RequestTarget(head.uri)
             if self.upgrade.rejection == nil, SocketIOHTTP.owns(target.path, self.gateway) {
-                self.serveSocketIO(head, body: body, keepAlive: keepAlive, context: context)
+                // Not kept alive: NIO's upgrader looks at a connection's first request only, and clients (aiohttp)
+                // send the upgrade's WebSocket request on any pooled connection.
+                self.serveSocketIO(head, body: body, keepAlive: false, context: context)
                 return
             }
             if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(target.path) {
@@ -321,10 +322,6 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// come from the session's loop, so it hops back here.
     private func serveSocketIO(_ head: HTTPRequestHead, body: [UInt8], keepAlive: Bool, context: ChannelHandlerContext) {
         let id = SocketIOHTTP.nextRequestID()
-        self.gateway.logger.debug(
-            "socket.io request",
-            metadata: ["method": "\(head.method)", "uri": "\(head.uri)", "body": "\(String(decoding: body, as: UTF8.self))"]
-        )
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let cors = SocketIOHTTP.corsHeaders(head)
         let responder = PollResponder(id: id) { response in
