@@ -324,13 +324,13 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let id = SocketIOHTTP.nextRequestID()
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         let cors = SocketIOHTTP.corsHeaders(head)
-        let responder = PollResponder(id: id) { response in
+        let responder = PollResponder(id: id) { response, written in
             bound.eventLoop.execute {
                 let (handler, context) = bound.value
                 if handler.waitingPoll?.id == id { handler.waitingPoll = nil }
                 var response = response
                 response.headers += cors
-                handler.write(response, keepAlive: keepAlive, context: context)
+                handler.write(response, keepAlive: keepAlive, context: context).whenComplete { _ in written?() }
             }
         }
         let waiting = SocketIOHTTP.handle(
@@ -416,7 +416,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         return GatewayResponse(draining ? .serviceUnavailable : .ok, json: body)
     }
 
-    private func write(_ response: GatewayResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+    /// - Returns: when the response is written.
+    @discardableResult
+    private func write(_ response: GatewayResponse, keepAlive: Bool, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         var headers = HTTPHeaders()
         if !response.body.isEmpty, !response.headers.contains(where: { $0.name == "Content-Type" }) {
             headers.add(name: "Content-Type", value: "application/json")
@@ -432,6 +434,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+        return done
     }
 }
 

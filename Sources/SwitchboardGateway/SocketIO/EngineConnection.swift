@@ -10,7 +10,12 @@ import SwitchboardWebSocket
 struct PollResponder: Sendable {
     /// Tells a waiting GET from the next one of the same client.
     let id: UInt64
-    let respond: @Sendable (GatewayResponse) -> Void
+    /// Answers; `written` runs (on the request's loop) once the answer is written.
+    let answer: @Sendable (GatewayResponse, (@Sendable () -> Void)?) -> Void
+
+    func respond(_ response: GatewayResponse, then written: (@Sendable () -> Void)? = nil) {
+        self.answer(response, written)
+    }
 }
 
 /// The WebSocket an Engine.IO session runs on (or probes), usable from the session's loop whatever loop the socket
@@ -59,6 +64,9 @@ final class EngineConnection {
     /// Namespaces holding reads off while a backend call runs.
     private var readsHeld = 0
     private var nextHeartbeatEvent: NIODeadline?
+    /// While a POST is handled, the waiting GET's answer is held here until the POST's `ok` is written.
+    private var holdingPolls = false
+    private var heldAnswer: (PollResponder, GatewayResponse)?
 
     init(
         sid: String,
@@ -120,17 +128,18 @@ final class EngineConnection {
         self.run(self.engine.pollAborted(), current: nil)
     }
 
-    /// A POST is answered `ok` before its packets' effects go out: python-engineio's client stops sending once it
-    /// disconnects, and if an event's ack (over the GET) overtook the POST's `ok`, its next packets would be lost.
+    /// A POST's `ok` is written before its effects answer the waiting GET: python-engineio's client stops sending
+    /// once it disconnects, and if an event's ack (over the GET) overtook the POST's `ok`, its next packets (the
+    /// disconnect) would never be sent.
     func post(_ body: [UInt8], _ responder: PollResponder) {
-        let actions = self.engine.post(body, now: .now())
         var current: PollResponder? = responder
-        if !actions.contains(where: { if case .rejectRequest = $0 { true } else { false } }) {
-            responder.respond(SocketIOHTTP.ok)
-            current = nil
-        }
-        self.run(actions, current: &current)
-        current?.respond(SocketIOHTTP.ok)
+        self.holdingPolls = true
+        self.run(self.engine.post(body, now: .now()), current: &current)
+        self.holdingPolls = false
+        guard let current else { return }
+        guard let (waiting, answer) = self.heldAnswer else { return current.respond(SocketIOHTTP.ok) }
+        self.heldAnswer = nil
+        current.respond(SocketIOHTTP.ok) { waiting.respond(answer) }
     }
 
     /// A WebSocket with this session's `sid` opened: the client probes it for an upgrade.
@@ -203,7 +212,7 @@ final class EngineConnection {
                 response.headers = [("Content-Type", "text/plain; charset=UTF-8")]
                 if let waiting = self.waitingPoll {
                     self.waitingPoll = nil
-                    waiting.respond(response)
+                    if self.holdingPolls, current != nil { self.heldAnswer = (waiting, response) } else { waiting.respond(response) }
                 } else {
                     current?.respond(response)
                     current = nil
