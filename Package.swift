@@ -101,6 +101,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardConfiguration",
                 "SwitchboardCore",
+                "SwitchboardSocketIO",
                 "SwitchboardRedis",
                 "SwitchboardWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -203,6 +204,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardConfiguration",
                 "SwitchboardGateway",
+                "SwitchboardSocketIO",
                 "SwitchboardWebSocket",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -520,6 +520,79 @@ public enum ConfigurationSchema {
             guard case .map(let map) = value else { throw ConfigurationError(key: "auth.route_claims", reason: "expected a map") }
             configuration.auth.routeClaims = map
         },
+        .scalar(
+            "socketio.enabled",
+            \.socketIO.enabled,
+            default: "true",
+            "Serve Socket.IO clients (Engine.IO v4, Socket.IO v5) under socketio.path.",
+            parse: { try Parse.bool($0) }
+        ),
+        .scalar(
+            "socketio.path",
+            \.socketIO.path,
+            default: "/socket.io/",
+            "Where Socket.IO requests go; starts and ends with /.",
+            parse: { $0 }
+        ),
+        .scalar(
+            "socketio.ping_interval",
+            \.socketIO.pingInterval,
+            default: "25s",
+            "Engine.IO pings each session this often (pingInterval).",
+            parse: { try Parse.positiveDuration($0, atMost: .seconds(3600)) }
+        ),
+        .scalar(
+            "socketio.ping_timeout",
+            \.socketIO.pingTimeout,
+            default: "20s",
+            "A session that does not answer a ping within this long is closed (pingTimeout).",
+            parse: { try Parse.positiveDuration($0, atMost: .seconds(3600)) }
+        ),
+        .scalar(
+            "socketio.max_payload",
+            \.socketIO.maxPayload,
+            default: "1000000",
+            "The most bytes of one polling POST or WebSocket message (maxPayload); a message is also bounded by limits.max_message_bytes.",
+            parse: { try Parse.bytes($0, in: 1024...(1 << 30)) }
+        ),
+        ConfigurationOption(
+            key: "socketio.namespaces",
+            shape: .list,
+            defaultText: "/",
+            summary: "Namespaces clients may join (e.g. /,/chat); others get CONNECT_ERROR Invalid namespace."
+        ) { configuration, value in
+            guard case .list(let namespaces) = value, !namespaces.isEmpty else {
+                throw ConfigurationError(key: "socketio.namespaces", reason: "expected a non-empty list")
+            }
+            configuration.socketIO.namespaces = namespaces
+        },
+        .scalar(
+            "socketio.connect_timeout",
+            \.socketIO.connectTimeout,
+            default: "45s",
+            "A session that joins no namespace within this long is closed.",
+            parse: { try Parse.positiveDuration($0, atMost: .seconds(3600)) }
+        ),
+        .scalar(
+            "socketio.push_event",
+            \.socketIO.pushEvent,
+            default: "message",
+            "The event name of a pushed frame without an action field (management-API posts of other JSON, text, binary).",
+            parse: { text in
+                guard !text.isEmpty, text.utf8.count <= 128 else { throw Parse.fail("must be 1 to 128 bytes") }
+                return text
+            }
+        ),
+        .scalar(
+            "socketio.heartbeat_event_interval",
+            \.socketIO.heartbeatEventInterval,
+            default: "0 (off)",
+            "Every this often, each socket gets the event heartbeat {timestamp} (seed 004); 0 is off.",
+            parse: { text -> Duration? in
+                let duration = try Parse.duration(text)
+                return duration == .zero ? nil : duration
+            }
+        ),
         ConfigurationOption(
             key: "origins.allowed",
             shape: .list,

@@ -142,6 +142,28 @@ public struct GatewayConfiguration: Sendable {
         public init() {}
     }
 
+    /// Socket.IO (Engine.IO v4, Socket.IO v5) clients on the same port (`docs/socketio.md`).
+    public struct SocketIO: Sendable {
+        public var enabled = true
+        /// Where Engine.IO requests go; starts and ends with `/`.
+        public var path = "/socket.io/"
+        public var pingInterval = Duration.seconds(25)
+        public var pingTimeout = Duration.seconds(20)
+        /// The most bytes of one POST body or WebSocket message (announced as `maxPayload`).
+        public var maxPayload = 1_000_000
+        /// The namespaces a client may join; each starts with `/`.
+        public var namespaces = ["/"]
+        /// How long a client may take to join its first namespace.
+        public var connectTimeout = Duration.seconds(45)
+        /// The event name of a pushed frame without an `action` (a management-API post of any JSON, text, binary).
+        public var pushEvent = "message"
+        /// Every this often, each socket gets `heartbeat` `{"timestamp":…}` (seed 004); `nil` is off.
+        public var heartbeatEventInterval: Duration?
+
+        public init() {}
+    }
+
+    public var socketIO = SocketIO()
     public var auth = Authentication()
     /// Origins allowed to connect (`https://app.example.com`, `https://*.example.com`); empty allows any.
     public var allowedOrigins: [String] = []
@@ -202,6 +224,12 @@ public struct GatewayConfiguration: Sendable {
         }
         if !self.auth.enabled, !self.auth.routeClaims.isEmpty {
             throw ConfigurationError(key: "auth.route_claims", reason: "needs a key: auth.hmac_secret, auth.public_key_file or auth.jwks")
+        }
+        if !self.socketIO.path.hasPrefix("/") || !self.socketIO.path.hasSuffix("/") || self.socketIO.path.count < 2 {
+            throw ConfigurationError(key: "socketio.path", reason: "'\(self.socketIO.path)' must start and end with / (e.g. /socket.io/)")
+        }
+        if let bad = self.socketIO.namespaces.first(where: { !$0.hasPrefix("/") || $0.contains(",") }) {
+            throw ConfigurationError(key: "socketio.namespaces", reason: "'\(bad)' must start with / and contain no comma")
         }
         if self.pongTimeout <= self.pingInterval {
             throw ConfigurationError(

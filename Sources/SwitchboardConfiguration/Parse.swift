@@ -46,6 +46,13 @@ enum Parse {
         return duration
     }
 
+    /// A duration above zero and at most `limit`.
+    static func positiveDuration(_ text: String, atMost limit: Duration) throws(ConfigurationError) -> Duration {
+        let duration = try self.duration(text)
+        guard duration > .zero, duration <= limit else { throw fail("'\(text)' must be above 0 and at most \(limit)") }
+        return duration
+    }
+
     /// `1024`, `64KiB`, `1MiB`, `1GiB` (also KB/MB/GB as binary multiples).
     static func bytes(_ text: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
         let trimmed = text.trimmingWhitespace()

@@ -221,10 +221,11 @@ public final class Gateway: Service {
         let configuration = self.gateway.configuration
         let shortest = [configuration.pingInterval, configuration.pongTimeout, configuration.idleTimeout].compactMap { $0 }.min()!
         let tick = TimeAmount(min(max(shortest / 4, .milliseconds(50)), .seconds(1)))
-        let hub = self.gateway.hub
+        let (hub, engines) = (self.gateway.hub, self.gateway.engines)
         return self.group.makeIterator().map { loop in
             loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
                 hub.tick(on: loop, now: .now())
+                engines.tick(on: loop, now: .now())
             }
         }
     }
@@ -340,6 +341,17 @@ public final class Gateway: Service {
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 upgrade.value.requestTimer?.cancel()
+                if SocketIOHTTP.owns(RequestTarget(head.uri).path, gateway) {
+                    switch SocketIOHTTP.admitUpgrade(head, gateway) {
+                    case .failure(let refusal):
+                        gateway.metrics.rejected(refusal.reason)
+                        upgrade.value.rejection = refusal.response
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    case .success(let sid):
+                        upgrade.value.socketIO = (head, sid)
+                        return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                    }
+                }
                 switch Admission.evaluate(head, remoteAddress: channel.remoteAddress, gateway: gateway) {
                 case .failure(let refusal):
                     gateway.metrics.rejected(refusal.reason)
@@ -389,9 +401,16 @@ public final class Gateway: Service {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
+                    if let (head, sid) = upgrade.value.socketIO {
+                        upgrade.value.socketIO = nil
+                        try channel.pipeline.syncOperations.addHandler(SocketIOWebSocketHandler(head: head, sid: sid, gateway: gateway))
+                        return
+                    }
                     guard let admitted = upgrade.value.admitted else { throw ChannelError.inappropriateOperationForState }
                     upgrade.value.admitted = nil
-                    try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(admitted, gateway: gateway, now: .now()))
+                    try channel.pipeline.syncOperations.addHandler(
+                        WebSocketConnectionHandler(admitted, gateway: gateway, eventLoop: channel.eventLoop, now: .now())
+                    )
                 }
             }
         )

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import SwitchboardConfiguration
 import SwitchboardCore
+import SwitchboardSocketIO
 import SwitchboardWebSocket
 import Synchronization
 
@@ -20,6 +21,11 @@ final class GatewayContext: Sendable {
     /// What every connection's state machine reads of the configuration, shared.
     let connectionRules: ConnectionStateMachine.Rules
     let livenessTiming: Liveness.Timing
+    /// Socket.IO: the node's Engine.IO sessions, the encodings by namespace and transport, and the liveness of a
+    /// namespace connection (only the idle timeout: Engine.IO's heartbeat watches the session).
+    let engines: EngineSessions
+    let socketIOEncodings: [String: [EngineSession.Transport: SocketIOEncoding]]
+    let socketIOLiveness: Liveness.Timing
     let logger: Logger
     /// Milliseconds since 1970 for `timestamp` fields and `connectedAt`; injected so tests can fix it.
     let wallClock: @Sendable () -> Int64
@@ -87,6 +93,26 @@ final class GatewayContext: Sendable {
             pongTimeout: TimeAmount(configuration.pongTimeout),
             idleTimeout: configuration.idleTimeout.map(TimeAmount.init)
         )
+        self.engines = EngineSessions(group: hub.group)
+        let socketIO = configuration.socketIO
+        self.socketIOEncodings = Dictionary(
+            uniqueKeysWithValues: socketIO.namespaces.map { namespace in
+                let encodings = [EngineSession.Transport.polling, .webSocket].map {
+                    (
+                        $0,
+                        SocketIOEncoding(
+                            namespace: namespace,
+                            transport: $0,
+                            pushEvent: socketIO.pushEvent,
+                            maxFrameBytes: configuration.maxFrameBytes
+                        )
+                    )
+                }
+                return (namespace, Dictionary(uniqueKeysWithValues: encodings))
+            }
+        )
+        let never = TimeAmount.hours(24 * 365 * 100)
+        self.socketIOLiveness = Liveness.Timing(pingInterval: never, pongTimeout: never, idleTimeout: configuration.idleTimeout.map(TimeAmount.init))
         self.logger = subsystem("connections")
         self.managementLogger = subsystem("management")
         self.integrationLogger = subsystem("integrations")
@@ -140,6 +166,11 @@ final class Throttle: Sendable {
 }
 
 extension GatewayContext {
+    /// The shared encoding of a configured namespace on a transport.
+    func socketIOEncoding(_ namespace: String, _ transport: EngineSession.Transport) -> SocketIOEncoding {
+        self.socketIOEncodings[namespace]![transport]!
+    }
+
     /// How a WebSocket connection with this agreement (`nil`: none) encodes frames. zlib cannot write raw deflate with
     /// a 256-byte window, so a client that allows only that gets every message uncompressed, which RFC 7692 permits.
     func encoding(for agreement: PerMessageDeflate.Agreement?) -> any FrameEncoding {

@@ -51,7 +51,9 @@ final class TestNode: Sendable {
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).get()
         let (gateway, admitted) = (self.gateway, Admitted(info: info, claims: nil, lease: lease))
         try await self.loop.submit {
-            try channel.pipeline.syncOperations.addHandler(WebSocketConnectionHandler(admitted, gateway: gateway, now: .now()))
+            try channel.pipeline.syncOperations.addHandler(
+                WebSocketConnectionHandler(admitted, gateway: gateway, eventLoop: channel.eventLoop, now: .now())
+            )
         }.get()
         return TestClient(channel: channel, info: info, node: self)
     }

@@ -81,6 +81,9 @@ final class UpgradeState {
     /// Closes a connection that does not finish its request in time (slowloris): armed while waiting for a request,
     /// cancelled once one has arrived (for an upgrade, when the upgrader sees its head).
     var requestTimer: Scheduled<Void>?
+    /// An Engine.IO WebSocket the upgrader accepted (no `$connect`: that runs per namespace), with its `sid` when it
+    /// is offered for an upgrade from polling.
+    var socketIO: (head: HTTPRequestHead, sid: String?)?
 }
 
 /// Serves the plain-HTTP side of the port before (or instead of) an upgrade: health endpoints, and the answers to
@@ -101,6 +104,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var reserved = 0
     /// The request was answered at its head and the connection is closing: nothing more is read into memory.
     private var refused = false
+    /// The current request is Engine.IO's: its body is bounded by `socketio.max_payload`.
+    private var socketIOBody = false
+    /// The long-polling GET this connection waits on: told to the session if the connection closes first.
+    private var waitingPoll: (sid: String, id: UInt64)?
     /// The dashboard's event stream, while one is open on this connection.
     private var eventStream: RepeatedTask?
 
@@ -150,11 +157,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.request = head
             self.releaseBody()
             self.budgeted = false
+            self.socketIOBody = false
             if let refusal = self.admitHead(head, context: context) { self.refuse(refusal, context: context) }
         case .body(let chunk):
             guard self.request != nil else { return }
             let bytes = chunk.readableBytes
-            let limit = self.gateway.configuration.maxMessageBytes
+            let limit = self.socketIOBody ? self.gateway.configuration.socketIO.maxPayload : self.gateway.configuration.maxMessageBytes
             guard bytes <= limit - self.body.count else {
                 self.refuse(ManagementError.payloadTooLarge(limit: limit).response, context: context)
                 return
@@ -176,6 +184,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.releaseBody()
             let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty
             let target = RequestTarget(head.uri)
+            if self.upgrade.rejection == nil, SocketIOHTTP.owns(target.path, self.gateway) {
+                // Not kept alive: NIO's upgrader looks at a connection's first request only, and clients (aiohttp)
+                // send the upgrade's WebSocket request on any pooled connection.
+                self.serveSocketIO(head, body: body, keepAlive: false, context: context)
+                return
+            }
             if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(target.path) {
                 self.serveTelemetry(target.path, head: head, context: context)
                 return
@@ -197,6 +211,17 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let target = RequestTarget(head.uri)
         if let problem = target.problem { return .message(.badRequest, problem) }
         let body = RequestBody.declared(by: head)
+        if self.upgrade.rejection == nil, SocketIOHTTP.owns(target.path, self.gateway) {
+            let limit = self.gateway.configuration.socketIO.maxPayload
+            switch body {
+            case .none: return nil
+            case .invalid: return .message(.badRequest, "Content-Length must be one non-negative number")
+            case .length(let length) where length > limit: return ManagementError.payloadTooLarge(limit: limit).response
+            case .length, .chunked:
+                self.socketIOBody = true
+                return nil
+            }
+        }
         if let management = self.management, self.upgrade.rejection == nil, let segments = target.managementSegments {
             switch management.admitHead(self.managementRequest(head, body: [], context: context), segments: segments, body: body) {
             case .readBody(let budgeted):
@@ -293,7 +318,37 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// An Engine.IO request: answered now, or (a long-polling GET) when the session has packets; the answer may
+    /// come from the session's loop, so it hops back here.
+    private func serveSocketIO(_ head: HTTPRequestHead, body: [UInt8], keepAlive: Bool, context: ChannelHandlerContext) {
+        let id = SocketIOHTTP.nextRequestID()
+        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        let cors = SocketIOHTTP.corsHeaders(head)
+        let responder = PollResponder(id: id) { response, written in
+            bound.eventLoop.execute {
+                let (handler, context) = bound.value
+                if handler.waitingPoll?.id == id { handler.waitingPoll = nil }
+                var response = response
+                response.headers += cors
+                handler.write(response, keepAlive: keepAlive, context: context).whenComplete { _ in written?() }
+            }
+        }
+        let waiting = SocketIOHTTP.handle(
+            head,
+            body: body,
+            responder: responder,
+            remoteAddress: context.channel.remoteAddress,
+            eventLoop: context.eventLoop,
+            gateway: self.gateway
+        )
+        if let waiting { self.waitingPoll = (waiting, id) }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        if let (sid, id) = self.waitingPoll {
+            self.waitingPoll = nil
+            self.gateway.engines.with(sid) { $0?.pollAborted(id) }
+        }
         self.eventStream?.cancel()
         self.releaseBody()
         self.upgrade.requestTimer?.cancel()
@@ -361,7 +416,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         return GatewayResponse(draining ? .serviceUnavailable : .ok, json: body)
     }
 
-    private func write(_ response: GatewayResponse, keepAlive: Bool, context: ChannelHandlerContext) {
+    /// - Returns: when the response is written.
+    @discardableResult
+    private func write(_ response: GatewayResponse, keepAlive: Bool, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
         var headers = HTTPHeaders()
         if !response.body.isEmpty, !response.headers.contains(where: { $0.name == "Content-Type" }) {
             headers.add(name: "Content-Type", value: "application/json")
@@ -377,6 +434,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else {
             done.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
+        return done
     }
 }
 

@@ -1,0 +1,484 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import SwitchboardConfiguration
+import SwitchboardCore
+import SwitchboardSocketIO
+import SwitchboardWebSocket
+
+/// An HTTP request waiting for its answer (a long-polling GET, a POST), answerable from any loop.
+struct PollResponder: Sendable {
+    /// Tells a waiting GET from the next one of the same client.
+    let id: UInt64
+    /// Answers; `written` runs (on the request's loop) once the answer is written.
+    let answer: @Sendable (GatewayResponse, (@Sendable () -> Void)?) -> Void
+
+    func respond(_ response: GatewayResponse, then written: (@Sendable () -> Void)? = nil) {
+        self.answer(response, written)
+    }
+}
+
+/// The WebSocket an Engine.IO session runs on (or probes), usable from the session's loop whatever loop the socket
+/// is on: calls hop to the socket's loop, in order.
+struct EngineWire: Sendable {
+    let handler: NIOLoopBound<SocketIOWebSocketHandler>
+    let channel: any Channel
+
+    private func run(_ body: @escaping @Sendable (SocketIOWebSocketHandler) -> Void) {
+        if self.handler.eventLoop.inEventLoop {
+            body(self.handler.value)
+        } else {
+            let handler = self.handler
+            handler.eventLoop.execute { body(handler.value) }
+        }
+    }
+
+    func write(_ bytes: ByteBuffer, flush: Bool) { self.run { $0.writeRaw(bytes, flush: flush) } }
+    func flush() { self.run { $0.flushRaw() } }
+    func close() { self.run { $0.closeNormally() } }
+    func setReading(_ on: Bool) { self.run { $0.setReading(on) } }
+    var isWritable: Bool { self.channel.isWritable }
+}
+
+/// One Engine.IO session and the Socket.IO namespaces joined on it, confined to its event loop. It reports what the
+/// transports bring to ``EngineSession`` and ``SocketIOSession`` and carries out what they return; each joined
+/// namespace is a ``ClientConnection`` (registered, counted, `$connect`/`$disconnect`) whose transport is a
+/// ``SocketIONamespace`` writing through this session.
+final class EngineConnection {
+    let sid: String
+    let eventLoop: any EventLoop
+    private let gateway: GatewayContext
+    private var engine: EngineSession
+    private var socket: SocketIOSession
+    /// The handshake request: its headers and query go into each namespace's `$connect` event.
+    private let head: HTTPRequestHead
+    private let remoteAddress: SocketAddress?
+    private var namespaces: [String: SocketIONamespace] = [:]
+    /// The long-polling GET waiting for packets.
+    private var waitingPoll: PollResponder?
+    /// The WebSocket the session runs on, and one offered for an upgrade.
+    private var webSocket: EngineWire?
+    private var probe: EngineWire?
+    /// Bytes queued for a polling client: past `limits.outbound_queue_bytes` it is a slow consumer.
+    private var pollQueuedBytes = 0
+    /// Namespaces holding reads off while a backend call runs.
+    private var readsHeld = 0
+    private var nextHeartbeatEvent: NIODeadline?
+    /// While a POST is handled, the waiting GET's answer is held here until the POST's `ok` is written.
+    private var holdingPolls = false
+    private var heldAnswer: (PollResponder, GatewayResponse)?
+
+    init(
+        sid: String,
+        transport: EngineSession.Transport,
+        head: HTTPRequestHead,
+        remoteAddress: SocketAddress?,
+        gateway: GatewayContext,
+        eventLoop: any EventLoop,
+        now: NIODeadline
+    ) {
+        let settings = gateway.configuration.socketIO
+        let configuration = EngineSession.Configuration(
+            pingInterval: TimeAmount(settings.pingInterval),
+            pingTimeout: TimeAmount(settings.pingTimeout),
+            maxPayload: settings.maxPayload
+        )
+        (self.sid, self.eventLoop, self.gateway, self.head, self.remoteAddress) = (sid, eventLoop, gateway, head, remoteAddress)
+        self.engine = EngineSession.open(sid: sid, transport: transport, configuration: configuration, now: now).session
+        self.socket = SocketIOSession(configuration: .init(connectTimeout: TimeAmount(settings.connectTimeout)), now: now)
+        self.nextHeartbeatEvent = settings.heartbeatEventInterval.map { now + TimeAmount($0) }
+    }
+
+    /// The open packet for the handshake, as a poll answer or a WebSocket's first frame.
+    var openPacket: EnginePacket {
+        let configuration = self.engine.configuration
+        return .open(
+            EngineHandshake(
+                sid: self.sid,
+                upgrades: self.engine.transport == .polling ? ["websocket"] : [],
+                pingIntervalMilliseconds: configuration.pingInterval.nanoseconds / 1_000_000,
+                pingTimeoutMilliseconds: configuration.pingTimeout.nanoseconds / 1_000_000,
+                maxPayload: configuration.maxPayload
+            )
+        )
+    }
+
+    var transport: EngineSession.Transport { self.engine.transport ?? .polling }
+
+    // MARK: Transport events
+
+    /// A session opened directly on a WebSocket.
+    func attach(_ wire: EngineWire) {
+        self.webSocket = wire
+    }
+
+    func poll(_ responder: PollResponder) {
+        let actions = self.engine.poll()
+        if actions.isEmpty {
+            self.waitingPoll = responder
+            return
+        }
+        self.run(actions, current: responder)
+    }
+
+    /// The waiting GET's connection closed before its answer.
+    func pollAborted(_ id: UInt64) {
+        guard self.waitingPoll?.id == id else { return }
+        self.waitingPoll = nil
+        self.run(self.engine.pollAborted(), current: nil)
+    }
+
+    /// A POST's `ok` is written before its effects answer the waiting GET: python-engineio's client stops sending
+    /// once it disconnects, and if an event's ack (over the GET) overtook the POST's `ok`, its next packets (the
+    /// disconnect) would never be sent.
+    func post(_ body: [UInt8], _ responder: PollResponder) {
+        var current: PollResponder? = responder
+        self.holdingPolls = true
+        self.run(self.engine.post(body, now: .now()), current: &current)
+        self.holdingPolls = false
+        guard let current else { return }
+        guard let (waiting, answer) = self.heldAnswer else { return current.respond(SocketIOHTTP.ok) }
+        self.heldAnswer = nil
+        current.respond(SocketIOHTTP.ok) { waiting.respond(answer) }
+    }
+
+    /// A WebSocket with this session's `sid` opened: the client probes it for an upgrade.
+    func webSocketOffered(_ wire: EngineWire) {
+        let actions = self.engine.webSocketOffered(now: .now())
+        if actions.contains(where: { if case .rejectRequest = $0 { true } else { false } }) {
+            wire.close()
+            return
+        }
+        self.probe = wire
+    }
+
+    func received(_ message: EngineMessage, from wire: EngineWire) {
+        guard self.isCurrent(wire) else { return }
+        for namespace in self.namespaces.values { namespace.connection.heard(now: .now()) }
+        switch message {
+        case .text(let text): self.run(self.engine.receive(webSocketText: text, now: .now()), current: nil)
+        case .binary(let bytes): self.run(self.engine.receive(webSocketBinary: bytes, now: .now()), current: nil)
+        }
+        if self.engine.transport == .webSocket, self.webSocket == nil, let probe {
+            // The upgrade completed (`5`): from now on everything goes over the WebSocket.
+            (self.webSocket, self.probe) = (probe, nil)
+            for namespace in self.namespaces.values { namespace.connection.encoding = self.gateway.socketIOEncoding(namespace.name, .webSocket) }
+        }
+    }
+
+    func webSocketClosed(_ wire: EngineWire) {
+        guard self.isCurrent(wire) else { return }
+        if self.probe.map({ $0.channel === wire.channel }) == true { self.probe = nil }
+        self.run(self.engine.webSocketClosed(), current: nil)
+    }
+
+    func webSocketUnwritable() {
+        for namespace in self.namespaces.values { namespace.connection.writabilityLost() }
+    }
+
+    private func isCurrent(_ wire: EngineWire) -> Bool {
+        self.webSocket?.channel === wire.channel || self.probe?.channel === wire.channel
+    }
+
+    func tick(now: NIODeadline) {
+        self.run(self.engine.tick(now: now), current: nil)
+        self.runSocket(self.socket.tick(now: now))
+        if let due = self.nextHeartbeatEvent, now >= due, let interval = self.gateway.configuration.socketIO.heartbeatEventInterval {
+            self.nextHeartbeatEvent = now + TimeAmount(interval)
+            let beat = SocketValue.object([.init("timestamp", .number(String(self.gateway.wallClock())))])
+            for name in self.namespaces.keys.sorted() { self.runSocket(self.socket.emit("heartbeat", [beat], namespace: name).actions) }
+        }
+    }
+
+    /// Ends the session from the server side (a slow consumer, a dropped namespace, the drain).
+    func close() {
+        self.run(self.engine.close(), current: nil)
+    }
+
+    // MARK: Carrying out the Engine.IO session's actions
+
+    private func run(_ actions: [EngineSession.Action], current: PollResponder?) {
+        var current = current
+        self.run(actions, current: &current)
+    }
+
+    /// `current` is the request being handled; it is set to `nil` once answered.
+    private func run(_ actions: [EngineSession.Action], current: inout PollResponder?) {
+        for action in actions {
+            switch action {
+            case .answerPoll(let body):
+                self.pollQueuedBytes = 0
+                var response = GatewayResponse(.ok, body: body)
+                response.headers = [("Content-Type", "text/plain; charset=UTF-8")]
+                if let waiting = self.waitingPoll {
+                    self.waitingPoll = nil
+                    if self.holdingPolls, current != nil { self.heldAnswer = (waiting, response) } else { waiting.respond(response) }
+                } else {
+                    current?.respond(response)
+                    current = nil
+                }
+            case .rejectRequest(let error):
+                current?.respond(SocketIOHTTP.error(error))
+                current = nil
+            case .send(let packets):
+                guard let wire = self.webSocket ?? self.probe else { continue }
+                for packet in packets {
+                    let allocator = ByteBufferAllocator()
+                    let frame =
+                        if let text = packet.webSocketText {
+                            WireFrame.encode(
+                                .text,
+                                allocator.buffer(string: text),
+                                maxFrame: self.gateway.configuration.maxFrameBytes,
+                                allocator: allocator
+                            )
+                        } else if case .message(.binary(let bytes)) = packet {
+                            WireFrame.encode(
+                                .binary,
+                                allocator.buffer(bytes: bytes),
+                                maxFrame: self.gateway.configuration.maxFrameBytes,
+                                allocator: allocator
+                            )
+                        } else {
+                            ByteBuffer()
+                        }
+                    wire.write(frame, flush: false)
+                }
+                wire.flush()
+            case .closeProbe:
+                self.probe?.close()
+                self.probe = nil
+            case .deliver(let message):
+                self.runSocket(self.socket.receive(message))
+            case .close(let reason):
+                self.gateway.engines.remove(self)
+                self.runSocket(self.socket.engineClosed(reason))
+                self.webSocket?.close()
+                self.probe?.close()
+                (self.webSocket, self.probe) = (nil, nil)
+            }
+        }
+    }
+
+    // MARK: Carrying out the Socket.IO session's actions
+
+    private func runSocket(_ actions: [SocketIOSession.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let messages):
+                for message in messages { self.run(self.engine.send(message), current: nil) }
+            case .authorize(let namespace, let auth, _):
+                self.admit(namespace, auth: auth?.objectValue)
+            case .event(let namespace, let name, let arguments, let ackID):
+                self.namespaces[namespace]?.received(name, arguments, ackID: ackID)
+            case .ack:
+                break  // the gateway emits nothing that asks for an ack
+            case .disconnected(let namespace, let reason):
+                guard let joined = self.namespaces.removeValue(forKey: namespace) else { continue }
+                let clean = reason == "client namespace disconnect" || reason == "transport close"
+                joined.connection.protocolEnded(.init(code: clean ? CloseCode.normal : CloseCode.abnormal, reason: reason))
+                joined.connection.closed()
+            case .close(let error):
+                self.gateway.logger.debug("socket.io session closed", metadata: ["sid": "\(self.sid)", "error": "\(error)"])
+                self.close()
+            }
+        }
+    }
+
+    // MARK: Namespaces
+
+    /// A namespace CONNECT: the same admission as a WebSocket's `$connect` (drain, the connection limits, JWT from
+    /// `auth.token` or the handshake, per-user limit, the `$connect` integration, registration), answered with
+    /// CONNECT or CONNECT_ERROR. The Engine.IO session stays open either way.
+    private func admit(_ namespace: String, auth: JSONObject?) {
+        let gateway = self.gateway
+        guard gateway.configuration.socketIO.namespaces.contains(namespace) else {
+            self.runSocket(self.socket.decide(namespace, .unknownNamespace))
+            return
+        }
+        func refuse(_ message: String) {
+            self.runSocket(self.socket.decide(namespace, .refuse(message: message, data: nil)))
+        }
+        guard !gateway.isDraining else { return refuse("Server is draining; reconnect to another node") }
+        let id = ConnectionID.random()
+        let query = RequestTarget(self.head.uri).query
+        var userId = id.rawValue
+        if let requested = auth?["userId"]?.stringValue ?? query["userId"] {
+            if let problem = Name.problem(with: requested, field: "userId") { return refuse(problem) }
+            userId = requested
+        }
+        let token: String?
+        if let given = auth?["token"] {
+            guard let string = given.stringValue else { return refuse("Unauthorized: auth.token must be a string") }
+            token = string
+        } else {
+            switch Admission.token(self.head) {
+            case .success(let found): token = found
+            case .failure(let problem): return refuse(problem.message)
+            }
+        }
+        guard let lease = ConnectionLease.take(gateway) else {
+            return refuse("Too many connections on this node (at most \(gateway.configuration.maxConnections ?? 0))")
+        }
+        let info = ConnectionInfo(
+            id: id,
+            userId: userId,
+            connectedAt: gateway.wallClock(),
+            sourceIp: self.remoteAddress?.ipAddress ?? "",
+            userAgent: self.head.headers.first(name: "user-agent") ?? "",
+            stage: nil,
+            domainName: self.head.headers.first(name: "host") ?? "localhost"
+        )
+        let candidate = Admission.Candidate(info: info, token: token, subprotocol: nil, lease: lease)
+        let finish: (Result<(ConnectionInfo, VerifiedClaims?), any Error>) -> Void = { result in
+            switch result {
+            case .success(let (info, claims)) where !self.engine.isClosed:
+                self.join(namespace, info: info, claims: claims, lease: lease)
+            case .success:
+                lease.end(nil)  // the session ended during the checks
+            case .failure(let error):
+                lease.end(nil)
+                let refusal = error as? GatewayResponseError
+                gateway.metrics.rejected(refusal?.reason ?? "internal")
+                refuse(refusal.map { SocketIOHTTP.message(of: $0.response) } ?? "Internal server error")
+            }
+        }
+        do {
+            if let admitted = try Admission.authorizeNow(candidate, gateway: gateway) { return finish(.success(admitted)) }
+        } catch {
+            return finish(.failure(error))
+        }
+        let head = self.head
+        self.eventLoop.makeFutureWithTask { try await Admission.authorize(candidate, head: head, gateway: gateway) }.assumeIsolated()
+            .whenComplete(finish)
+    }
+
+    private func join(_ namespace: String, info: ConnectionInfo, claims: VerifiedClaims?, lease: ConnectionLease) {
+        lease.open()
+        let connection = ClientConnection(
+            info: info,
+            claims: claims,
+            lease: lease,
+            gateway: self.gateway,
+            // Engine.IO's own heartbeat keeps the session alive; only the idle timeout applies per namespace.
+            liveness: Liveness(self.gateway.socketIOLiveness, now: .now()),
+            eventLoop: self.eventLoop,
+            encoding: self.gateway.socketIOEncoding(namespace, self.transport)
+        )
+        let joined = SocketIONamespace(namespace, engine: self, connection: connection)
+        self.namespaces[namespace] = joined
+        self.runSocket(self.socket.decide(namespace, .accept(sid: info.id.rawValue, pid: nil)))
+        connection.start(joined, active: true, metadata: ["transport": "socket.io", "namespace": "\(namespace)"])
+    }
+
+    /// The server ends a namespace's connection (`DELETE @connections`, token expiry, idle): DISCONNECT, then
+    /// `$disconnect`.
+    func disconnect(_ namespace: SocketIONamespace, _ status: ConnectionStateMachine.CloseStatus) {
+        guard self.namespaces[namespace.name] === namespace else { return }
+        self.namespaces.removeValue(forKey: namespace.name)
+        self.runSocket(self.socket.disconnect(namespace: namespace.name))
+        namespace.connection.protocolEnded(status)
+        namespace.connection.closed()
+    }
+
+    // MARK: Writing for the namespaces
+
+    func write(_ encoded: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        if let webSocket {
+            webSocket.write(encoded, flush: false)
+            promise?.succeed()
+            return
+        }
+        // Polling: the encoding made payload records; they queue in the session (or answer the waiting GET).
+        self.pollQueuedBytes += encoded.readableBytes
+        if let packets = try? EnginePacket.decodePayload(Array(encoded.readableBytesView), maxPayload: .max) {
+            for case .message(let message) in packets { self.run(self.engine.send(message), current: nil) }
+        }
+        promise?.succeed()
+        if self.pollQueuedBytes > self.gateway.configuration.outboundQueueBytes { self.webSocketUnwritable() }
+    }
+
+    func flush() {
+        self.webSocket?.flush()
+    }
+
+    var queuedBytes: Int { self.webSocket == nil ? self.pollQueuedBytes : 0 }
+    var isWritable: Bool { self.webSocket?.isWritable ?? (self.pollQueuedBytes <= self.gateway.configuration.outboundQueueBytes) }
+
+    func setReading(_ on: Bool) {
+        self.readsHeld = max(0, self.readsHeld + (on ? -1 : 1))
+        if (on && self.readsHeld == 0) || (!on && self.readsHeld == 1) { self.webSocket?.setReading(on) }
+    }
+}
+
+/// A Socket.IO namespace joined on an Engine.IO session: the ``ClientTransport`` of its ``ClientConnection``.
+/// Events become routed messages (the event name is the route key); answers to an event sent with an ack id go
+/// back as its ACK.
+final class SocketIONamespace: ClientTransport {
+    let name: String
+    let connection: ClientConnection
+    /// Unowned: the session owns its namespaces and outlives them.
+    private unowned let engine: EngineConnection
+    /// The route key and ack id of each message handed to the connection and not routed yet, in order.
+    private var pending: [(routeKey: String, ackID: Int?)] = []
+    /// The ack id of the event being routed, until its answer (or an empty ACK) goes out.
+    private var currentAck: Int?
+
+    init(_ name: String, engine: EngineConnection, connection: ClientConnection) {
+        (self.name, self.engine, self.connection) = (name, engine, connection)
+    }
+
+    /// An EVENT: the message the route sees is `arg0` when it is an object (with `"action": name` added if it has
+    /// none), `{"action": name, "data": arg0}` otherwise (later arguments are ignored), or `arg0`'s bytes as a
+    /// binary message when it is binary.
+    func received(_ name: String, _ arguments: [SocketValue], ackID: Int?) {
+        let buffer: ByteBuffer
+        var isText = true
+        switch arguments.first {
+        case .binary(let bytes):
+            (buffer, isText) = (ByteBuffer(bytes: bytes), false)
+        case .some(let argument) where argument.json?.objectValue != nil:
+            var object = argument.json!.objectValue!
+            if object["action"] == nil { object = JSONObject([.init("action", .string(name))] + object.members) }
+            buffer = ByteBuffer(bytes: JSONValue.object(object).jsonBytes)
+        case let argument:
+            let data = argument?.json ?? .null
+            buffer = ByteBuffer(bytes: JSONValue.object(JSONObject([.init("action", .string(name)), .init("data", data)])).jsonBytes)
+        }
+        self.pending.append((name, ackID))
+        self.connection.received(buffer, isText: isText, now: .now())
+    }
+
+    func write(_ encoded: ByteBuffer, promise: EventLoopPromise<Void>?) { self.engine.write(encoded, promise: promise) }
+    func flush() { self.engine.flush() }
+    var queuedBytes: Int { self.engine.queuedBytes }
+    var isWritable: Bool { self.engine.isWritable }
+    func setReading(_ on: Bool) { self.engine.setReading(on) }
+    func sendPing() {}  // Engine.IO pings the session
+    func close(_ status: ConnectionStateMachine.CloseStatus) { self.engine.disconnect(self, status) }
+    func closeNow(_ status: ConnectionStateMachine.CloseStatus) { self.engine.eventLoop.assumeIsolated().execute { self.engine.close() } }
+    func drop(reason: String) { self.engine.close() }
+
+    func selectRoute(_ body: JSONValue?) -> String? {
+        guard !self.pending.isEmpty else { return nil }
+        let (routeKey, ackID) = self.pending.removeFirst()
+        self.currentAck = ackID
+        return routeKey
+    }
+
+    func encodeReply(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        guard let ackID = self.currentAck, let encoding = self.connection.encoding as? SocketIOEncoding else {
+            return self.connection.encoding.encode(kind, payload, allocator: allocator)
+        }
+        self.currentAck = nil
+        return encoding.encodeAck(ackID, kind, payload, allocator: allocator)
+    }
+
+    /// An event with an ack id that got no answer (a `sendMessage`) is acknowledged empty, so the client's callback runs.
+    func messageDone() {
+        guard let ackID = self.currentAck, let encoding = self.connection.encoding as? SocketIOEncoding else { return }
+        self.currentAck = nil
+        self.engine.write(encoding.encodeEmptyAck(ackID, allocator: ByteBufferAllocator()), promise: nil)
+        self.engine.flush()
+    }
+}

@@ -1,0 +1,52 @@
+import NIOCore
+import Synchronization
+
+/// This node's Engine.IO sessions. Each lives on the event loop of the request that opened it, for its whole life
+/// (as a WebSocket connection does); later requests for its `sid` (polls, posts, the upgrade's WebSocket) arrive on
+/// any loop and are handed to that one. The only lock guards the `sid` → loop index.
+final class EngineSessions: Sendable {
+    private let owners = Mutex<[String: ObjectIdentifier]>([:])
+    private let shards: [ObjectIdentifier: NIOLoopBoundBox<[String: EngineConnection]>]
+
+    init(group: any EventLoopGroup) {
+        var shards: [ObjectIdentifier: NIOLoopBoundBox<[String: EngineConnection]>] = [:]
+        for loop in group.makeIterator() { shards[ObjectIdentifier(loop)] = .makeBoxSendingValue([:], eventLoop: loop) }
+        self.shards = shards
+    }
+
+    /// Called on the session's loop.
+    func add(_ session: EngineConnection) {
+        let key = ObjectIdentifier(session.eventLoop)
+        self.shards[key]!.value[session.sid] = session
+        self.owners.withLock { $0[session.sid] = key }
+    }
+
+    /// Called on the session's loop, once it closed.
+    func remove(_ session: EngineConnection) {
+        self.shards[ObjectIdentifier(session.eventLoop)]!.value.removeValue(forKey: session.sid)
+        self.owners.withLock { _ = $0.removeValue(forKey: session.sid) }
+    }
+
+    func contains(_ sid: String) -> Bool {
+        self.owners.withLock { $0[sid] != nil }
+    }
+
+    /// Runs `body` on the loop of session `sid` with the session (`nil` if it ended meanwhile).
+    /// - Returns: `false` when no session has that `sid` (`body` does not run).
+    @discardableResult
+    func with(_ sid: String, _ body: @escaping @Sendable (EngineConnection?) -> Void) -> Bool {
+        guard let key = self.owners.withLock({ $0[sid] }), let box = self.shards[key] else { return false }
+        if box.eventLoop.inEventLoop {
+            body(box.value[sid])
+        } else {
+            box.eventLoop.execute { body(box.value[sid]) }
+        }
+        return true
+    }
+
+    /// The heartbeat sweep of one loop (``LocalHub/tick(on:now:)``'s companion): pings, timeouts, heartbeat events.
+    func tick(on loop: any EventLoop, now: NIODeadline) {
+        guard let box = self.shards[ObjectIdentifier(loop)] else { return }
+        for session in box.value.values { session.tick(now: now) }
+    }
+}

@@ -1,0 +1,93 @@
+"""Socket.IO smoke tests with python-socketio's AsyncClient: polling, WebSocket and the upgrade; rooms, acks, and a
+native WebSocket client in the same room (docs/socketio.md)."""
+import asyncio
+import json
+
+import pytest
+import socketio
+import websockets
+
+from conftest import Server
+
+
+async def connect(server: Server, transports, namespace="/", **auth) -> tuple[socketio.AsyncClient, asyncio.Queue]:
+    client = socketio.AsyncClient(reconnection=False)
+    events: asyncio.Queue = asyncio.Queue()
+
+    @client.on("*", namespace=namespace)
+    async def any_event(event, *args):
+        await events.put((event, args))
+
+    await client.connect(f"http://127.0.0.1:{server.port}", transports=transports, namespaces=[namespace], auth=auth or None)
+    return client, events
+
+
+async def next_event(events: asyncio.Queue, name: str, timeout=5):
+    while True:
+        event, args = await asyncio.wait_for(events.get(), timeout)
+        if event == name:
+            return args
+
+
+@pytest.mark.parametrize("transports", [["polling"], ["websocket"], ["polling", "websocket"]])
+def test_rooms_and_acks(server, transports):
+    async def scenario():
+        alice, alice_events = await connect(server, transports)
+        bob, bob_events = await connect(server, transports)
+        if transports == ["polling", "websocket"]:
+            await asyncio.sleep(0.5)
+            assert alice.transport() == "websocket"
+        joined = await alice.call("joinRoom", {"roomId": "lobby"}, timeout=5)
+        assert joined["action"] == "joinedRoom" and joined["roomId"] == "lobby"
+        await bob.emit("joinRoom", {"roomId": "lobby"})
+        (reply,) = await next_event(bob_events, "joinedRoom")
+        assert reply["memberCount"] == 2
+        (presence,) = await next_event(alice_events, "userJoined")
+        assert presence["roomId"] == "lobby"
+        await bob.emit("sendMessage", {"roomId": "lobby", "message": "hi"})
+        (message,) = await next_event(alice_events, "message")
+        assert message["message"] == "hi" and message["roomId"] == "lobby"
+        pong = await alice.call("ping", timeout=5)
+        assert pong["action"] == "pong"
+        await alice.disconnect()
+        await bob.disconnect()
+
+    asyncio.run(scenario())
+    assert len(server.disconnects(at_least=2)) >= 2
+
+
+def test_mixed_room_with_native_websocket(server):
+    async def scenario():
+        sio, events = await connect(server, ["websocket"])
+        await sio.call("joinRoom", {"roomId": "mixed"}, timeout=5)
+        async with websockets.connect(server.url) as ws:
+            await ws.send(json.dumps({"action": "joinRoom", "roomId": "mixed"}))
+            while json.loads(await ws.recv())["action"] != "joinedRoom":
+                pass
+            await ws.send(json.dumps({"action": "sendMessage", "roomId": "mixed", "message": "from ws"}))
+            (message,) = await next_event(events, "message")
+            assert message["message"] == "from ws"
+            await sio.emit("sendMessage", {"roomId": "mixed", "message": "from sio"})
+            while True:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if frame["action"] == "message" and frame["sender"] != "anonymous" or frame.get("message") == "from sio":
+                    assert frame["message"] == "from sio"
+                    break
+        await sio.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_unknown_namespace_and_bad_requests(server):
+    async def scenario():
+        client = socketio.AsyncClient(reconnection=False)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(f"http://127.0.0.1:{server.port}", transports=["websocket"], namespaces=["/nope"])
+        await client.disconnect()
+
+    asyncio.run(scenario())
+    assert server.http("/socket.io/?EIO=3&transport=polling") == (400, {"code": 5, "message": "Unsupported protocol version"})
+    assert server.http("/socket.io/?EIO=4&transport=carrier") == (400, {"code": 0, "message": "Transport unknown"})
+    assert server.http("/socket.io/?EIO=4&transport=polling&sid=nope") == (400, {"code": 1, "message": "Session ID unknown"})
+    status, body = server.http("/socket.io/?EIO=4&transport=polling")
+    assert status == 200 and body.startswith('0{"sid":"')
