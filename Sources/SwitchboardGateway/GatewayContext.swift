@@ -93,7 +93,7 @@ final class GatewayContext: Sendable {
             pongTimeout: TimeAmount(configuration.pongTimeout),
             idleTimeout: configuration.idleTimeout.map(TimeAmount.init)
         )
-        self.engines = EngineSessions(group: hub.group)
+        self.engines = EngineSessions(group: hub.group, maximum: configuration.maxConnections ?? EngineSessions.defaultMaximum)
         let socketIO = configuration.socketIO
         self.socketIOEncodings = Dictionary(
             uniqueKeysWithValues: socketIO.namespaces.map { namespace in

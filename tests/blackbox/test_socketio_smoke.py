@@ -2,6 +2,7 @@
 native WebSocket client in the same room (docs/socketio.md)."""
 import asyncio
 import json
+import time
 
 import pytest
 import socketio
@@ -91,3 +92,27 @@ def test_unknown_namespace_and_bad_requests(server):
     assert server.http("/socket.io/?EIO=4&transport=polling&sid=nope") == (400, {"code": 1, "message": "Session ID unknown"})
     status, body = server.http("/socket.io/?EIO=4&transport=polling")
     assert status == 200 and body.startswith('0{"sid":"')
+
+
+def test_handshakes_are_bounded_and_their_places_come_back(start_server):
+    """A handshake needs no credentials and a polling session holds no socket: the node holds at most
+    `limits.max_connections` Engine.IO sessions, refuses more with 503 (a WebSocket open with 1013), and a session
+    that never connects a namespace gives its place back at the connect timeout."""
+    node = start_server("--limits-max-connections", "3", "--socketio-connect-timeout", "1s")
+    for _ in range(3):
+        status, body = node.http("/socket.io/?EIO=4&transport=polling")
+        assert status == 200 and body.startswith('0{"sid":"'), (status, body)
+    status, body = node.http("/socket.io/?EIO=4&transport=polling")
+    assert status == 503 and body["message"] == "Too many Engine.IO sessions on this node (at most 3)", (status, body)
+
+    async def websocket_refused():
+        async with websockets.connect(f"ws://127.0.0.1:{node.port}/socket.io/?EIO=4&transport=websocket") as ws:
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd.code == 1013
+
+    asyncio.run(websocket_refused())
+    deadline = time.monotonic() + 10
+    while node.http("/socket.io/?EIO=4&transport=polling")[0] != 200:
+        assert time.monotonic() < deadline, "sessions that never connected a namespace were not released"
+        time.sleep(0.2)

@@ -7,18 +7,31 @@ import Synchronization
 final class EngineSessions: Sendable {
     private let owners = Mutex<[String: ObjectIdentifier]>([:])
     private let shards: [ObjectIdentifier: NIOLoopBoundBox<[String: EngineConnection]>]
+    /// A handshake needs no credentials (they come with a namespace's CONNECT), and a polling session holds no
+    /// socket: without this bound a flood of handshakes would hold memory until each one's connect timeout.
+    let maximum: Int
+    /// Without `limits.max_connections`: a few KiB each, so at most a few hundred MiB.
+    static let defaultMaximum = 65_536
 
-    init(group: any EventLoopGroup) {
+    init(group: any EventLoopGroup, maximum: Int) {
         var shards: [ObjectIdentifier: NIOLoopBoundBox<[String: EngineConnection]>] = [:]
         for loop in group.makeIterator() { shards[ObjectIdentifier(loop)] = .makeBoxSendingValue([:], eventLoop: loop) }
-        self.shards = shards
+        (self.shards, self.maximum) = (shards, maximum)
     }
 
-    /// Called on the session's loop.
+    /// Takes a place for a new session, `false` when the node holds ``maximum`` already; a session made after it
+    /// must be ``add(_:)``ed.
+    func reserve(_ sid: String, on loop: any EventLoop) -> Bool {
+        self.owners.withLock { owners in
+            guard owners.count < self.maximum else { return false }
+            owners[sid] = ObjectIdentifier(loop)
+            return true
+        }
+    }
+
+    /// Called on the session's loop, with its place reserved.
     func add(_ session: EngineConnection) {
-        let key = ObjectIdentifier(session.eventLoop)
-        self.shards[key]!.value[session.sid] = session
-        self.owners.withLock { $0[session.sid] = key }
+        self.shards[ObjectIdentifier(session.eventLoop)]!.value[session.sid] = session
     }
 
     /// Called on the session's loop, once it closed.

@@ -75,8 +75,23 @@ enum SocketIOHTTP {
         switch self.check(head, gateway) {
         case .failure(let refusal): return .failure(refusal)
         case .success((_, let transport)) where transport != "websocket": return .failure(.init(self.badRequest, reason: "bad_request"))
+        case .success((nil, _)):
+            if let refusal = self.refuseOpening(gateway) { return .failure(.init(refusal, reason: "connect_rate")) }
+            return .success(nil)
         case .success((let sid, _)): return .success(sid)
         }
+    }
+
+    /// A new session is a handshake like a WebSocket's: the node's connect throttle applies.
+    static func refuseOpening(_ gateway: GatewayContext) -> GatewayResponse? {
+        guard let throttle = gateway.connectThrottle, !throttle.admit() else { return nil }
+        gateway.metrics.throttled("connect_rate")
+        return self.refusal(.tooManyRequests, code: 3, "Too many connection attempts; retry later")
+    }
+
+    static func full(_ gateway: GatewayContext) -> GatewayResponse {
+        gateway.metrics.rejected("max_sessions")
+        return self.refusal(.serviceUnavailable, code: 3, "Too many Engine.IO sessions on this node (at most \(gateway.engines.maximum))")
     }
 
     /// A plain HTTP request under the path. `responder` answers it (from any loop); a waiting poll answers later.
@@ -121,8 +136,17 @@ enum SocketIOHTTP {
                 )
                 return nil
             }
+            if let refusal = self.refuseOpening(gateway) {
+                responder.respond(refusal)
+                return nil
+            }
+            let sid = ConnectionID.random().rawValue
+            guard gateway.engines.reserve(sid, on: eventLoop) else {
+                responder.respond(self.full(gateway))
+                return nil
+            }
             let session = EngineConnection(
-                sid: ConnectionID.random().rawValue,
+                sid: sid,
                 transport: .polling,
                 head: head,
                 remoteAddress: remoteAddress,
@@ -199,8 +223,16 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
             if !offered { self.closeNormally() }
             return
         }
+        let sid = ConnectionID.random().rawValue
+        guard self.gateway.engines.reserve(sid, on: context.eventLoop) else {
+            _ = SocketIOHTTP.full(self.gateway)
+            self.writeClose(CloseCode.tryAgainLater, "too many sessions on this node").assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
         let session = EngineConnection(
-            sid: ConnectionID.random().rawValue,
+            sid: sid,
             transport: .webSocket,
             head: self.head,
             remoteAddress: context.channel.remoteAddress,
