@@ -78,6 +78,7 @@ class Sio:
         self.inbox: asyncio.Queue = asyncio.Queue()  # (namespace, event, args)
         self.refused: dict = {}  # namespace -> CONNECT_ERROR data
         self.gone: asyncio.Queue = asyncio.Queue()  # namespaces the server disconnected
+        self.later: list = []  # events of other namespaces that `next` came across
         self.client.on("*", lambda event, namespace, *args: self.inbox.put_nowait((namespace, event, args)), namespace="*")
         self.client.on("connect_error", lambda namespace, *data: self.refused.__setitem__(namespace, data[0] if data else None),
                        namespace="*")
@@ -96,17 +97,27 @@ class Sio:
         return self.client.get_sid(namespace)
 
     async def next(self, event, namespace="/", timeout=5):
-        """The argument(s) of the next `event` on `namespace`, skipping other events (presence and the like)."""
+        """The argument(s) of the next `event` on `namespace`. Events of other namespaces are kept for later (their
+        order relative to this one is not defined); other events of this namespace (presence and the like) are
+        skipped."""
+        for index, (got_namespace, name, args) in enumerate(self.later):
+            if (got_namespace, name) == (namespace, event):
+                del self.later[index]
+                return args[0] if len(args) == 1 else args
+        self.later = [item for item in self.later if item[0] != namespace]
         deadline = time.monotonic() + timeout
         while True:
-            got_namespace, name, args = await asyncio.wait_for(self.inbox.get(), max(0.01, deadline - time.monotonic()))
+            item = await asyncio.wait_for(self.inbox.get(), max(0.01, deadline - time.monotonic()))
+            got_namespace, name, args = item
             if (got_namespace, name) == (namespace, event):
                 return args[0] if len(args) == 1 else args
+            if got_namespace != namespace:
+                self.later.append(item)
 
     async def quiet(self, namespace="/"):
         """Nothing else is queued for this namespace: a ping's ack is the next thing, and no event arrived before it."""
         assert (await self.client.call("ping", namespace=namespace, timeout=5))["action"] == "pong"
-        pending = [item for item in drain(self.inbox) if item[0] == namespace]
+        pending = [item for item in self.later + drain(self.inbox) if item[0] == namespace]
         assert pending == [], pending
 
 
