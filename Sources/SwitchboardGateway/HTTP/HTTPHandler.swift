@@ -323,7 +323,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func serveSocketIO(_ head: HTTPRequestHead, body: [UInt8], keepAlive: Bool, context: ChannelHandlerContext) {
         let id = SocketIOHTTP.nextRequestID()
         let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        let cors = SocketIOHTTP.corsHeaders(head)
+        let cors = SocketIOHTTP.corsHeaders(head, self.gateway)
         let responder = PollResponder(id: id) { response, written in
             bound.eventLoop.execute {
                 let (handler, context) = bound.value

@@ -47,9 +47,12 @@ enum SocketIOHTTP {
         return socketIO.enabled && (path == socketIO.path || path + "/" == socketIO.path)
     }
 
-    /// CORS for polling: an allowed `Origin` is echoed (never `*`), with credentials.
-    static func corsHeaders(_ head: HTTPRequestHead) -> [(name: String, value: String)] {
-        guard let origin = head.headers.first(name: "origin") else { return [] }
+    /// CORS for polling: an allowed `Origin` is echoed (never `*`), with credentials; a refused one gets nothing that
+    /// would let a browser read the refusal as a cross-origin answer.
+    static func corsHeaders(_ head: HTTPRequestHead, _ gateway: GatewayContext) -> [(name: String, value: String)] {
+        guard let origin = head.headers.first(name: "origin"), OriginPolicy.allows(origin, gateway.configuration.allowedOrigins) else {
+            return []
+        }
         return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")]
     }
 
