@@ -13,6 +13,7 @@ import http.client
 import json
 import queue
 import re
+import threading
 import time
 
 import jwt
@@ -869,3 +870,25 @@ def test_without_an_allowlist_any_origin_is_echoed_never_a_star(server):
     status, headers, _ = eio(server, "EIO=4&transport=polling", headers={"Origin": OTHER})
     assert status == 200 and headers["Access-Control-Allow-Origin"] == OTHER
     assert headers["Access-Control-Allow-Credentials"] == "true"
+
+
+def test_a_post_waits_while_its_namespace_awaits_a_backend(start_server, backend):
+    """A polling client's POSTs were answered at once even while a namespace waited on a slow backend, so it could
+    queue events on the node without bound. Now a POST waits (one at most), as a WebSocket's reads pause, and is
+    handled in order once the backend answers."""
+    release = threading.Event()
+    backend.replies["slow"] = lambda event: (release.wait(10), (200, {"statusCode": 200}))[1]
+    server = start_server("--integrations", f"slow={backend.url}")
+    sid, _ = polling_session(server)
+    post(server, sid, '42["slow",{"n":1}]')
+    assert json.loads(backend.next("slow")["body"])["n"] == 1
+    answers = []
+    second = threading.Thread(target=lambda: answers.append(eio(server, f"EIO=4&transport=polling&sid={sid}", "POST",
+                                                                '42["slow",{"n":2}]', timeout=15)))
+    second.start()
+    second.join(1)
+    assert second.is_alive(), "the POST was answered while the backend call was in flight"
+    release.set()
+    second.join(10)
+    assert answers and answers[0][0] == 200 and answers[0][2].lower() == "ok", answers
+    assert json.loads(backend.next("slow")["body"])["n"] == 2

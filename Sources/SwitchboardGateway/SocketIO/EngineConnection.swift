@@ -67,6 +67,8 @@ final class EngineConnection {
     /// While a POST is handled, the waiting GET's answer is held here until the POST's `ok` is written.
     private var holdingPolls = false
     private var heldAnswer: (PollResponder, GatewayResponse)?
+    /// A POST that arrived while a namespace awaits a backend call: handled once reads resume.
+    private var heldPost: ([UInt8], PollResponder)?
 
     init(
         sid: String,
@@ -131,7 +133,19 @@ final class EngineConnection {
     /// A POST's `ok` is written before its effects answer the waiting GET: python-engineio's client stops sending
     /// once it disconnects, and if an event's ack (over the GET) overtook the POST's `ok`, its next packets (the
     /// disconnect) would never be sent.
+    ///
+    /// While a namespace awaits a backend call, a POST waits unanswered (held here, one at most) as a WebSocket's
+    /// reads pause: the client sends its next POST only after this one's answer, so what it can queue on the node is
+    /// bounded by one POST, not by how long the backend takes. A second POST meanwhile is a protocol error.
     func post(_ body: [UInt8], _ responder: PollResponder) {
+        if self.readsHeld > 0 {
+            guard self.heldPost == nil else {
+                responder.respond(SocketIOHTTP.badRequest)
+                return self.close()
+            }
+            self.heldPost = (body, responder)
+            return
+        }
         var current: PollResponder? = responder
         self.holdingPolls = true
         self.run(self.engine.post(body, now: .now()), current: &current)
@@ -252,6 +266,10 @@ final class EngineConnection {
                 self.runSocket(self.socket.receive(message))
             case .close(let reason):
                 self.gateway.engines.remove(self)
+                if let (_, held) = self.heldPost {
+                    self.heldPost = nil
+                    held.respond(SocketIOHTTP.unknownSession)
+                }
                 self.runSocket(self.socket.engineClosed(reason))
                 self.webSocket?.close()
                 self.probe?.close()
@@ -408,6 +426,10 @@ final class EngineConnection {
     func setReading(_ on: Bool) {
         self.readsHeld = max(0, self.readsHeld + (on ? -1 : 1))
         if (on && self.readsHeld == 0) || (!on && self.readsHeld == 1) { self.webSocket?.setReading(on) }
+        if on, self.readsHeld == 0, let (body, responder) = self.heldPost {
+            self.heldPost = nil
+            self.post(body, responder)
+        }
     }
 }
 
