@@ -13,6 +13,9 @@ import http.client
 import json
 import queue
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -24,7 +27,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect_sync
 
 from backend import Backend
-from conftest import TOKEN, api
+from conftest import ROOT, TOKEN, api, free_port, wait_for_port
 from helpers import eventually
 from rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RawWebSocket
 
@@ -892,3 +895,39 @@ def test_a_post_waits_while_its_namespace_awaits_a_backend(start_server, backend
     second.join(10)
     assert answers and answers[0][0] == 200 and answers[0][2].lower() == "ok", answers
     assert json.loads(backend.next("slow")["body"])["n"] == 2
+
+
+@aio
+async def test_the_seed_004_example_runs(start_server):
+    """examples/socketio-chat: its config, backend and client, as its README runs them. The client (alice) joins,
+    gets its `typing` acked by the backend, and sends; bob, in the same room, hears the backend's `typing` and
+    alice's message; a banned user is refused by the backend's `$connect`; heartbeats arrive."""
+    example = ROOT / "examples/socketio-chat"
+    secret = "change-me-to-a-secret-of-at-least-32-bytes"
+    backend_port = free_port()
+    url = f"http://127.0.0.1:{backend_port}/"
+    server = start_server("--config", str(example / "switchboard.yaml"), "--integrations", f"$connect={url},typing={url}",
+                          "--socketio-heartbeat-event-interval", "1s")
+    backend = subprocess.Popen([sys.executable, str(example / "backend.py"), str(backend_port),
+                                f"http://127.0.0.1:{server.port}", "local-management-token"])
+    try:
+        await blocking(wait_for_port, backend_port)
+        token_for = lambda user: jwt.encode({"sub": user, "exp": int(time.time()) + 300}, secret, algorithm="HS256")
+        bob = await Sio().connect(server, "websocket", namespaces=("/chat",), auth={"token": token_for("bob")})
+        assert (await bob.client.call("joinRoom", {"roomId": "lobby"}, namespace="/chat", timeout=5))["action"] == "joinedRoom"
+        assert "timestamp" in await bob.next("heartbeat", namespace="/chat")
+        alice = await asyncio.create_subprocess_exec(sys.executable, str(example / "client.py"), f"http://127.0.0.1:{server.port}",
+                                                     "alice", secret, stdout=asyncio.subprocess.PIPE)
+        output, _ = await asyncio.wait_for(alice.communicate(), 20)
+        assert alice.returncode == 0, output
+        assert "typing acked: {'ok': True, 'roomId': 'lobby'}" in output.decode(), output
+        assert await bob.next("typing", namespace="/chat") == {"action": "typing", "roomId": "lobby", "userId": "alice"}
+        message = await bob.next("message", namespace="/chat")
+        assert (message["message"], message["sender"]) == ("hello from alice", "alice")
+        banned = Sio()
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await banned.connect(server, "websocket", namespaces=("/chat",), auth={"token": token_for("banned")})
+        assert banned.refused["/chat"] == {"message": "This user is banned"}
+    finally:
+        backend.send_signal(signal.SIGKILL)
+        backend.wait(timeout=10)
