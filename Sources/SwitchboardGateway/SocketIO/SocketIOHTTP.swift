@@ -27,6 +27,8 @@ enum SocketIOHTTP {
     static let badRequest = refusal(.badRequest, code: 3, "Bad request")
     static let forbidden = refusal(.forbidden, code: 4, "Forbidden")
     static let unsupportedVersion = refusal(.badRequest, code: 5, "Unsupported protocol version")
+    /// A WebSocket for a session another node owns: refused, so the client keeps polling (relayed).
+    static let upgradeElsewhere = refusal(.badRequest, code: 3, "Session is on another node: keep polling")
 
     static func error(_ error: EngineIOError) -> GatewayResponse {
         if error == .unknownSession { return unknownSession }
@@ -56,7 +58,8 @@ enum SocketIOHTTP {
         return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")]
     }
 
-    /// The checks every Engine.IO request passes: origin, `EIO=4`, a known transport, a known `sid`.
+    /// The checks every Engine.IO request passes: origin, `EIO=4`, a known transport. Whether the `sid` is known
+    /// (here, or on the node it names) is for the caller.
     static func check(_ head: HTTPRequestHead, _ gateway: GatewayContext) -> Result<(sid: String?, transport: String), GatewayResponseError> {
         if let origin = head.headers.first(name: "origin"), !OriginPolicy.allows(origin, gateway.configuration.allowedOrigins) {
             return .failure(.init(self.forbidden, reason: "origin"))
@@ -66,7 +69,6 @@ enum SocketIOHTTP {
         guard let transport = query["transport"], transport == "polling" || transport == "websocket" else {
             return .failure(.init(self.unknownTransport, reason: "bad_request"))
         }
-        if let sid = query["sid"], !gateway.engines.contains(sid) { return .failure(.init(self.unknownSession, reason: "bad_request")) }
         return .success((query["sid"], transport))
     }
 
@@ -81,7 +83,12 @@ enum SocketIOHTTP {
         case .success((nil, _)):
             if let refusal = self.refuseOpening(gateway) { return .failure(.init(refusal, reason: "connect_rate")) }
             return .success(nil)
-        case .success((let sid, _)): return .success(sid)
+        case .success((let sid?, _)):
+            guard gateway.engines.contains(sid) else {
+                let elsewhere = gateway.socketIORelay.remoteOwner(of: sid) != nil
+                return .failure(.init(elsewhere ? self.upgradeElsewhere : self.unknownSession, reason: "bad_request"))
+            }
+            return .success(sid)
         }
     }
 
@@ -143,7 +150,7 @@ enum SocketIOHTTP {
                 responder.respond(refusal)
                 return nil
             }
-            let sid = ConnectionID.random().rawValue
+            let sid = SocketIORelay.makeSid(node: gateway.socketIORelay.node)
             guard gateway.engines.reserve(sid, on: eventLoop) else {
                 responder.respond(self.full(gateway))
                 return nil
@@ -167,24 +174,35 @@ enum SocketIOHTTP {
             responder.respond(self.badRequest)
             return nil
         }
-        let found: Bool
-        switch head.method {
-        case .GET:
-            found = gateway.engines.with(sid) { session in
-                guard let session else { return responder.respond(self.unknownSession) }
-                session.poll(responder)
-            }
-        case .POST:
-            found = gateway.engines.with(sid) { session in
-                guard let session else { return responder.respond(self.unknownSession) }
-                session.post(body, responder)
-            }
-        default:
+        guard head.method == .GET || head.method == .POST else {
             responder.respond(self.badMethod)
             return nil
         }
+        let isGet = head.method == .GET
+        if !gateway.engines.contains(sid), let owner = gateway.socketIORelay.remoteOwner(of: sid) {
+            gateway.socketIORelay.forward(isGet: isGet, sid: sid, to: owner, body: body, responder: responder, loop: eventLoop)
+            return isGet ? sid : nil
+        }
+        let found = self.serve(isGet: isGet, sid: sid, body: body, responder: responder, gateway: gateway)
+        return found && isGet ? sid : nil
+    }
+
+    /// A GET or POST for a session of this node (asked by a client here, or relayed by another node).
+    /// - Returns: whether the session was found (if not, `responder` got 400 "Session ID unknown").
+    @discardableResult
+    static func serve(isGet: Bool, sid: String, body: [UInt8], responder: PollResponder, gateway: GatewayContext) -> Bool {
+        let found = gateway.engines.with(sid) { session in
+            guard let session else { return responder.respond(self.unknownSession) }
+            if isGet { session.poll(responder) } else { session.post(body, responder) }
+        }
         if !found { responder.respond(self.unknownSession) }
-        return found && head.method == .GET ? sid : nil
+        return found
+    }
+
+    /// The connection of a waiting GET closed before its answer: its session (here or on its owner) forgets it.
+    static func pollAborted(sid: String, id: UInt64, gateway: GatewayContext) {
+        guard !gateway.socketIORelay.abort(id) else { return }
+        gateway.engines.with(sid) { $0?.pollAborted(id) }
     }
 }
 
@@ -226,7 +244,7 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
             if !offered { self.closeNormally() }
             return
         }
-        let sid = ConnectionID.random().rawValue
+        let sid = SocketIORelay.makeSid(node: self.gateway.socketIORelay.node)
         guard self.gateway.engines.reserve(sid, on: context.eventLoop) else {
             _ = SocketIOHTTP.full(self.gateway)
             self.writeClose(CloseCode.tryAgainLater, "too many sessions on this node").assumeIsolated().whenComplete { _ in

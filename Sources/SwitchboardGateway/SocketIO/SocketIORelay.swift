@@ -1,0 +1,182 @@
+import NIOCore
+import NIOHTTP1
+import SwitchboardConfiguration
+import SwitchboardCore
+import SwitchboardSocketIO
+import Synchronization
+
+/// Engine.IO without sticky sessions: a polling request for a session another node owns is relayed to that node
+/// over the broker's node channels, and its answer comes back on this node's channel.
+///
+/// - A `sid` names its owner: `{nodeId}~{random}`. No lookup: the requesting node reads the owner from the `sid`
+///   (a `sid` whose prefix is not a valid node id is simply unknown; a forged one reaches a node that does not know
+///   it, or none).
+/// - Requester side (``forward(isGet:sid:to:body:responder:)``): at most ``maximum`` relays wait per node; each
+///   ends with the owner's answer, with 400 "Session ID unknown" when no node listens on the owner's channel (the
+///   publish reached no subscriber), or at ``timeout`` (a little over a ping interval and a ping timeout: a live
+///   session answers a GET at least once per ping interval). A client that leaves while its GET waits is told to
+///   the owner (``abort(_:)``).
+/// - Owner side (``received(from:_:gateway:)``): the request is served as a local one whose answer is published
+///   back; at most ``maximum`` relayed GETs wait here.
+///
+/// Messages (inside the broker's envelope, whose header names the sending node): a tab-separated header line, a
+/// newline, then the body bytes untouched:
+/// `Q id GET|POST sid` (a request), `A id status [name value]…` (its answer), `X id` (the client left).
+final class SocketIORelay: Sendable {
+    let node: String
+    private let broker: any Broker
+    /// Relays waiting on each side of this node.
+    let maximum: Int
+    let timeout: TimeAmount
+
+    private struct Waiting: Sendable {
+        let responder: PollResponder
+        let owner: String
+        let isGet: Bool
+        var timer: Scheduled<Void>?
+    }
+    /// Requests of this node's clients waiting for another node's answer, by request id.
+    private let waiting = Mutex<[UInt64: Waiting]>([:])
+    /// GETs other nodes relayed here and not answered yet: "node\tid" → the session and the local request id.
+    private let served = Mutex<[String: (sid: String, id: UInt64)]>([:])
+
+    init(node: String, broker: any Broker, maximum: Int, pingInterval: TimeAmount, pingTimeout: TimeAmount) {
+        (self.node, self.broker, self.maximum) = (node, broker, maximum)
+        self.timeout = pingInterval + pingTimeout + .seconds(5)
+    }
+
+    var isEnabled: Bool { self.broker.relaysToNodes }
+    var waitingCount: Int { self.waiting.withLock { $0.count } }
+
+    // MARK: Session ids
+
+    static let separator = UInt8(ascii: "~")
+
+    /// A new session's id: this node's id, `~`, and a random connection id (16 characters).
+    static func makeSid(node: String) -> String {
+        node + "~" + ConnectionID.random().rawValue
+    }
+
+    /// The node a `sid` names, when it is well formed: a valid node id (``Name``), `~`, a valid connection id.
+    static func owner(of sid: String) -> String? {
+        guard sid.utf8.count <= Name.maximumLength + 1 + 128, let cut = sid.utf8.lastIndex(of: Self.separator) else { return nil }
+        let node = String(sid[..<cut])
+        guard Name.problem(with: node, field: "node") == nil, ConnectionID(sid[sid.utf8.index(after: cut)...]) != nil else { return nil }
+        return node
+    }
+
+    /// The node to relay a request for `sid` to, or `nil` when it is this node's (or unknown anywhere).
+    func remoteOwner(of sid: String) -> String? {
+        guard self.isEnabled, let owner = Self.owner(of: sid), owner != self.node else { return nil }
+        return owner
+    }
+
+    // MARK: Requester side
+
+    /// Relays a client's polling request to the session's owner; `responder` gets the owner's answer.
+    func forward(isGet: Bool, sid: String, to owner: String, body: [UInt8], responder: PollResponder, loop: any EventLoop) {
+        let id = responder.id
+        let admitted = self.waiting.withLock { waiting -> Bool in
+            guard waiting.count < self.maximum else { return false }
+            waiting[id] = Waiting(responder: responder, owner: owner, isGet: isGet, timer: nil)
+            return true
+        }
+        guard admitted else {
+            return responder.respond(SocketIOHTTP.refusal(.serviceUnavailable, code: 3, "Too many relayed requests on this node; retry later"))
+        }
+        let timer = loop.scheduleTask(in: self.timeout) { self.expire(id) }
+        let armed = self.waiting.withLock { waiting -> Bool in
+            guard waiting[id] != nil else { return false }
+            waiting[id]!.timer = timer
+            return true
+        }
+        if !armed { timer.cancel() }
+        let header = Array("Q\t\(id)\t\(isGet ? "GET" : "POST")\t\(sid)\n".utf8)
+        self.broker.relay(header + body, to: owner) { listened in
+            // No node listens on the owner's channel: it is gone, and so is the session.
+            if !listened { self.complete(id, SocketIOHTTP.unknownSession) }
+        }
+    }
+
+    /// The client's connection closed while its request waited: the owner forgets the GET.
+    /// - Returns: whether `id` was a relayed request.
+    @discardableResult
+    func abort(_ id: UInt64) -> Bool {
+        guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return false }
+        entry.timer?.cancel()
+        if entry.isGet { self.broker.relay(Array("X\t\(id)\n".utf8), to: entry.owner) { _ in } }
+        return true
+    }
+
+    private func complete(_ id: UInt64, _ response: GatewayResponse) {
+        guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return }
+        entry.timer?.cancel()
+        entry.responder.respond(response)
+    }
+
+    /// No answer in time: the owner is gone (or cut off); the client starts a new session.
+    private func expire(_ id: UInt64) {
+        guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return }
+        if entry.isGet { self.broker.relay(Array("X\t\(id)\n".utf8), to: entry.owner) { _ in } }
+        entry.responder.respond(SocketIOHTTP.unknownSession)
+    }
+
+    // MARK: Both sides
+
+    /// Bytes another node relayed here: a request for one of this node's sessions, an answer to one of this node's
+    /// requests, or a client gone. Anything malformed is dropped.
+    func received(from node: String, _ payload: [UInt8], gateway: GatewayContext) {
+        guard let newline = payload.prefix(1024).firstIndex(of: 0x0A) else { return }
+        let fields = String(decoding: payload[..<newline], as: UTF8.self).split(separator: "\t", omittingEmptySubsequences: false)
+        guard fields.count >= 2, let id = UInt64(fields[1]) else { return }
+        let body = Array(payload[(newline + 1)...])
+        switch fields[0] {
+        case "Q":
+            guard fields.count == 4, fields[2] == "GET" || fields[2] == "POST" else { return }
+            self.serve(from: node, id: id, isGet: fields[2] == "GET", sid: String(fields[3]), body: body, gateway: gateway)
+        case "A":
+            guard fields.count >= 3, fields.count % 2 == 1, let code = Int(fields[2]), (100...599).contains(code) else { return }
+            var response = GatewayResponse(HTTPResponseStatus(statusCode: code), body: body)
+            response.headers = stride(from: 3, to: fields.count, by: 2).map { (String(fields[$0]), String(fields[$0 + 1])) }
+            self.complete(id, response)
+        case "X":
+            guard let (sid, local) = self.served.withLock({ $0.removeValue(forKey: "\(node)\t\(id)") }) else { return }
+            gateway.engines.with(sid) { $0?.pollAborted(local) }
+        default:
+            return
+        }
+    }
+
+    // MARK: Owner side
+
+    private func serve(from node: String, id: UInt64, isGet: Bool, sid: String, body: [UInt8], gateway: GatewayContext) {
+        let answer: @Sendable (GatewayResponse) -> Void = { response in
+            var header = "A\t\(id)\t\(response.status.code)"
+            for (name, value) in response.headers where !(name + value).utf8.contains(where: { $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
+                header += "\t\(name)\t\(value)"
+            }
+            self.broker.relay(Array((header + "\n").utf8) + response.body, to: node) { _ in }
+        }
+        guard body.count <= gateway.configuration.socketIO.maxPayload else {
+            return answer(SocketIOHTTP.error(.payloadTooLarge))
+        }
+        let key = "\(node)\t\(id)"
+        let local = SocketIOHTTP.nextRequestID()
+        if isGet {
+            let admitted = self.served.withLock { served -> Bool in
+                guard served.count < self.maximum else { return false }
+                served[key] = (sid, local)
+                return true
+            }
+            guard admitted else {
+                return answer(SocketIOHTTP.refusal(.serviceUnavailable, code: 3, "Too many relayed requests on this node; retry later"))
+            }
+        }
+        let responder = PollResponder(id: local) { response, written in
+            if isGet { _ = self.served.withLock { $0.removeValue(forKey: key) } }
+            answer(response)
+            written?()
+        }
+        SocketIOHTTP.serve(isGet: isGet, sid: sid, body: body, responder: responder, gateway: gateway)
+    }
+}
