@@ -100,6 +100,7 @@ final class GatewayContext: Sendable {
         self.socketIORelay = SocketIORelay(
             node: configuration.nodeId,
             broker: broker,
+            metrics: metrics,
             maximum: self.engines.maximum,
             pingInterval: TimeAmount(socketIO.pingInterval),
             pingTimeout: TimeAmount(socketIO.pingTimeout)

@@ -25,6 +25,7 @@ import Synchronization
 final class SocketIORelay: Sendable {
     let node: String
     private let broker: any Broker
+    private let metrics: GatewayMetrics
     /// Relays waiting on each side of this node.
     let maximum: Int
     let timeout: TimeAmount
@@ -40,8 +41,8 @@ final class SocketIORelay: Sendable {
     /// GETs other nodes relayed here and not answered yet: "node\tid" → the session and the local request id.
     private let served = Mutex<[String: (sid: String, id: UInt64)]>([:])
 
-    init(node: String, broker: any Broker, maximum: Int, pingInterval: TimeAmount, pingTimeout: TimeAmount) {
-        (self.node, self.broker, self.maximum) = (node, broker, maximum)
+    init(node: String, broker: any Broker, metrics: GatewayMetrics, maximum: Int, pingInterval: TimeAmount, pingTimeout: TimeAmount) {
+        (self.node, self.broker, self.metrics, self.maximum) = (node, broker, metrics, maximum)
         self.timeout = pingInterval + pingTimeout + .seconds(5)
     }
 
@@ -82,8 +83,10 @@ final class SocketIORelay: Sendable {
             return true
         }
         guard admitted else {
+            self.metrics.socketIORelay("full")
             return responder.respond(SocketIOHTTP.refusal(.serviceUnavailable, code: 3, "Too many relayed requests on this node; retry later"))
         }
+        self.metrics.socketIORelay("forwarded")
         let timer = loop.scheduleTask(in: self.timeout) { self.expire(id) }
         let armed = self.waiting.withLock { waiting -> Bool in
             guard waiting[id] != nil else { return false }
@@ -94,7 +97,7 @@ final class SocketIORelay: Sendable {
         let header = Array("Q\t\(id)\t\(isGet ? "GET" : "POST")\t\(sid)\n".utf8)
         self.broker.relay(header + body, to: owner) { listened in
             // No node listens on the owner's channel: it is gone, and so is the session.
-            if !listened { self.complete(id, SocketIOHTTP.unknownSession) }
+            if !listened, self.complete(id, SocketIOHTTP.unknownSession) { self.metrics.socketIORelay("owner_gone") }
         }
     }
 
@@ -108,15 +111,19 @@ final class SocketIORelay: Sendable {
         return true
     }
 
-    private func complete(_ id: UInt64, _ response: GatewayResponse) {
-        guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return }
+    /// - Returns: whether `id` was still waiting.
+    @discardableResult
+    private func complete(_ id: UInt64, _ response: GatewayResponse) -> Bool {
+        guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return false }
         entry.timer?.cancel()
         entry.responder.respond(response)
+        return true
     }
 
     /// No answer in time: the owner is gone (or cut off); the client starts a new session.
     private func expire(_ id: UInt64) {
         guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return }
+        self.metrics.socketIORelay("timeout")
         if entry.isGet { self.broker.relay(Array("X\t\(id)\n".utf8), to: entry.owner) { _ in } }
         entry.responder.respond(SocketIOHTTP.unknownSession)
     }
@@ -169,9 +176,11 @@ final class SocketIORelay: Sendable {
                 return true
             }
             guard admitted else {
+                self.metrics.socketIORelay("full")
                 return answer(SocketIOHTTP.refusal(.serviceUnavailable, code: 3, "Too many relayed requests on this node; retry later"))
             }
         }
+        self.metrics.socketIORelay("served")
         let responder = PollResponder(id: local) { response, written in
             if isGet { _ = self.served.withLock { $0.removeValue(forKey: key) } }
             answer(response)
