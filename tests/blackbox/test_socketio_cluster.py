@@ -17,7 +17,7 @@ import socketio
 import websockets
 
 from backend import Backend
-from conftest import free_port, wait_for_port
+from conftest import TOKEN, free_port, wait_for_port
 from helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,6 +72,18 @@ def request(port, method, sid=None, body=None, timeout=10, headers=None):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def relays(node):
+    """switchboard_socketio_relays_total by outcome, from the node's /metrics."""
+    req = urllib.request.Request(f"http://127.0.0.1:{node.port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    text = urllib.request.urlopen(req, timeout=5).read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("switchboard_socketio_relays_total{"):
+            outcome = line.split('outcome="')[1].split('"')[0]
+            counts[outcome] = int(float(line.split()[-1]))
+    return counts
 
 
 def subscribed(redis, count=2):
@@ -153,6 +165,9 @@ def test_python_socketio_through_round_robin_without_stickiness(redis, cluster, 
         return connection_id
 
     connection_id = asyncio.run(asyncio.wait_for(scenario(), 60))
+    # The session's requests landed on both nodes: the other node forwarded some, its owner served them.
+    counts = [relays(node) for node in nodes]
+    assert any(c.get("forwarded", 0) > 0 for c in counts) and any(c.get("served", 0) > 0 for c in counts), counts
 
     def ours():
         return [e for e in backend.all_events if e["requestContext"]["routeKey"] == "$disconnect"
@@ -202,6 +217,7 @@ def test_one_session_served_by_both_nodes(redis, cluster):
     # Close from the other node: the session ends on its owner.
     assert request(b.port, "POST", sid, "1") == (200, "ok")
     eventually(lambda: request(a.port, "GET", sid)[0] == 400, message="session closed on its owner")
+    assert relays(b)["forwarded"] == 6 and relays(a)["served"] == 6  # every request sent to b
 
 
 def ws_status(port, sid):
@@ -236,6 +252,7 @@ def test_unknown_and_forged_sids(redis, cluster):
     status, body = request(b.port, "GET", "ghost~" + "C" * 15 + "=")
     assert (status, json.loads(body)["message"]) == (400, "Session ID unknown")
     assert time.monotonic() - started < 2
+    assert relays(b)["owner_gone"] == 1
     # Malformed sids are simply unknown.
     for bad in ("~", "node0~", "no-separator", "node0~bad!", "x" * 200 + "~" + "A" * 15 + "="):
         assert request(b.port, "GET", bad)[0] == 400
@@ -287,6 +304,8 @@ def test_owner_killed_relayed_requests_end_with_400(redis, cluster):
         status, body = request(b.port, "GET", sid, timeout=20)
     assert status == 400 and json.loads(body)["message"] == "Session ID unknown"
     assert result["elapsed"] < 1 + 1 + 5 + 2  # ping interval + ping timeout + 5 s, and slack
+    print("relayed GET on a killed owner ended after", result["elapsed"], relays(b))
+    assert relays(b).get("timeout", 0) + relays(b).get("owner_gone", 0) >= 1
     # Later requests: nobody listens on the owner's channel any more, answered at once.
     started = time.monotonic()
     assert request(b.port, "POST", sid, '42["ping"]')[0] == 400
