@@ -145,6 +145,18 @@ private final class Answers: Sendable {
         #expect(b.gateway.socketIORelay.waitingCount == 0)
     }
 
+    @Test func anAnswerForAnotherSessionUnderTheSameIDIsIgnored() async {
+        let (_, b, link) = self.nodes()
+        link.nodes.withLock { $0["frozen"] = .some(nil) }
+        let answers = Answers()
+        let poll = await self.request(.GET, sid: "frozen~AAAAAAAAAAAAAAA=", on: b, answers)
+        // An answer of the owner's for a request of this node's previous run, which had the same id.
+        b.gateway.socketIORelay.received(from: "frozen", Array("A\t\(poll.id)\tfrozen~BBBBBBBBBBBBBBB=\t200\n2".utf8), gateway: b.gateway)
+        #expect(answers[poll] == nil)
+        b.gateway.socketIORelay.received(from: "frozen", Array("A\t\(poll.id)\tfrozen~AAAAAAAAAAAAAAA=\t200\n2".utf8), gateway: b.gateway)
+        #expect(self.text(answers[poll]) == "2")
+    }
+
     @Test func aRelayWithoutAnswerEndsAtTheTimeout() async {
         let (_, b, link) = self.nodes()
         link.nodes.withLock { $0["frozen"] = .some(nil) }  // listens, never answers
@@ -174,7 +186,10 @@ private final class Answers: Sendable {
 
     @Test func malformedRelayMessagesAreDropped() async {
         let (a, _, _) = self.nodes()
-        for bad in ["", "Q", "Q\tx\tGET\ts\n", "A\t1\t999\n", "A\t1\t200\tonly-name\n", "Z\t1\n", "Q\t1\tPUT\ta~AAAAAAAAAAAAAAA=\n"] {
+        for bad in [
+            "", "Q", "Q\tx\tGET\ts\n", "A\t1\t999\n", "A\t1\ta~AAAAAAAAAAAAAAA=\t999\n", "A\t1\ta~AAAAAAAAAAAAAAA=\t200\tonly-name\n", "Z\t1\n",
+            "Q\t1\tPUT\ta~AAAAAAAAAAAAAAA=\n",
+        ] {
             a.gateway.socketIORelay.received(from: "b", Array(bad.utf8), gateway: a.gateway)
         }
         await a.loop.run()

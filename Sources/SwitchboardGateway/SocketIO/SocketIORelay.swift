@@ -21,7 +21,9 @@ import Synchronization
 ///
 /// Messages (inside the broker's envelope, whose header names the sending node): a tab-separated header line, a
 /// newline, then the body bytes untouched:
-/// `Q id GET|POST sid` (a request), `A id status [name value]…` (its answer), `X id` (the client left).
+/// `Q id GET|POST sid` (a request), `A id sid status [name value]…` (its answer), `X id` (the client left). An answer
+/// completes a request only if its `sid` matches too: a node restarted under the same id counts its requests from 1
+/// again, and must not take an answer meant for its previous run.
 final class SocketIORelay: Sendable {
     let node: String
     private let broker: any Broker
@@ -33,6 +35,7 @@ final class SocketIORelay: Sendable {
     private struct Waiting: Sendable {
         let responder: PollResponder
         let owner: String
+        let sid: String
         let isGet: Bool
         var timer: Scheduled<Void>?
     }
@@ -79,7 +82,7 @@ final class SocketIORelay: Sendable {
         let id = responder.id
         let admitted = self.waiting.withLock { waiting -> Bool in
             guard waiting.count < self.maximum else { return false }
-            waiting[id] = Waiting(responder: responder, owner: owner, isGet: isGet, timer: nil)
+            waiting[id] = Waiting(responder: responder, owner: owner, sid: sid, isGet: isGet, timer: nil)
             return true
         }
         guard admitted else {
@@ -97,7 +100,7 @@ final class SocketIORelay: Sendable {
         let header = Array("Q\t\(id)\t\(isGet ? "GET" : "POST")\t\(sid)\n".utf8)
         self.broker.relay(header + body, to: owner) { listened in
             // No node listens on the owner's channel: it is gone, and so is the session.
-            if !listened, self.complete(id, SocketIOHTTP.unknownSession) { self.metrics.socketIORelay("owner_gone") }
+            if !listened, self.complete(id, sid: sid, SocketIOHTTP.unknownSession) { self.metrics.socketIORelay("owner_gone") }
         }
     }
 
@@ -113,8 +116,12 @@ final class SocketIORelay: Sendable {
 
     /// - Returns: whether `id` was still waiting.
     @discardableResult
-    private func complete(_ id: UInt64, _ response: GatewayResponse) -> Bool {
-        guard let entry = self.waiting.withLock({ $0.removeValue(forKey: id) }) else { return false }
+    private func complete(_ id: UInt64, sid: String, _ response: GatewayResponse) -> Bool {
+        let found = self.waiting.withLock { waiting -> Waiting? in
+            guard waiting[id]?.sid == sid else { return nil }
+            return waiting.removeValue(forKey: id)
+        }
+        guard let entry = found else { return false }
         entry.timer?.cancel()
         entry.responder.respond(response)
         return true
@@ -142,10 +149,10 @@ final class SocketIORelay: Sendable {
             guard fields.count == 4, fields[2] == "GET" || fields[2] == "POST" else { return }
             self.serve(from: node, id: id, isGet: fields[2] == "GET", sid: String(fields[3]), body: body, gateway: gateway)
         case "A":
-            guard fields.count >= 3, fields.count % 2 == 1, let code = Int(fields[2]), (100...599).contains(code) else { return }
+            guard fields.count >= 4, fields.count % 2 == 0, let code = Int(fields[3]), (100...599).contains(code) else { return }
             var response = GatewayResponse(HTTPResponseStatus(statusCode: code), body: body)
-            response.headers = stride(from: 3, to: fields.count, by: 2).map { (String(fields[$0]), String(fields[$0 + 1])) }
-            self.complete(id, response)
+            response.headers = stride(from: 4, to: fields.count, by: 2).map { (String(fields[$0]), String(fields[$0 + 1])) }
+            self.complete(id, sid: String(fields[2]), response)
         case "X":
             guard let (sid, local) = self.served.withLock({ $0.removeValue(forKey: "\(node)\t\(id)") }) else { return }
             gateway.engines.with(sid) { $0?.pollAborted(local) }
@@ -158,7 +165,7 @@ final class SocketIORelay: Sendable {
 
     private func serve(from node: String, id: UInt64, isGet: Bool, sid: String, body: [UInt8], gateway: GatewayContext) {
         let answer: @Sendable (GatewayResponse) -> Void = { response in
-            var header = "A\t\(id)\t\(response.status.code)"
+            var header = "A\t\(id)\t\(sid)\t\(response.status.code)"
             for (name, value) in response.headers where !(name + value).utf8.contains(where: { $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }) {
                 header += "\t\(name)\t\(value)"
             }
@@ -182,7 +189,10 @@ final class SocketIORelay: Sendable {
         }
         self.metrics.socketIORelay("served")
         let responder = PollResponder(id: local) { response, written in
-            if isGet { _ = self.served.withLock { $0.removeValue(forKey: key) } }
+            if isGet {
+                // Only this request's entry: a later one under the same key (its node restarted) stays.
+                self.served.withLock { served in if served[key]?.id == local { served.removeValue(forKey: key) } }
+            }
             answer(response)
             written?()
         }
