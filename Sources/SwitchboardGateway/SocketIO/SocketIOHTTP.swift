@@ -27,8 +27,6 @@ enum SocketIOHTTP {
     static let badRequest = refusal(.badRequest, code: 3, "Bad request")
     static let forbidden = refusal(.forbidden, code: 4, "Forbidden")
     static let unsupportedVersion = refusal(.badRequest, code: 5, "Unsupported protocol version")
-    /// A WebSocket for a session another node owns: refused, so the client keeps polling (relayed).
-    static let upgradeElsewhere = refusal(.badRequest, code: 3, "Session is on another node: keep polling")
 
     static func error(_ error: EngineIOError) -> GatewayResponse {
         if error == .unknownSession { return unknownSession }
@@ -84,9 +82,9 @@ enum SocketIOHTTP {
             if let refusal = self.refuseOpening(gateway) { return .failure(.init(refusal, reason: "connect_rate")) }
             return .success(nil)
         case .success((let sid?, _)):
-            guard gateway.engines.contains(sid) else {
-                let elsewhere = gateway.socketIORelay.remoteOwner(of: sid) != nil
-                return .failure(.init(elsewhere ? self.upgradeElsewhere : self.unknownSession, reason: "bad_request"))
+            // A session of another node: its messages and frames are relayed (``SocketIORelay``).
+            guard gateway.engines.contains(sid) || gateway.socketIORelay.remoteOwner(of: sid) != nil else {
+                return .failure(.init(self.unknownSession, reason: "bad_request"))
             }
             return .success(sid)
         }
@@ -220,6 +218,11 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     private var context: ChannelHandlerContext?
     /// Below NIO's frame encoder: bytes made by ``WireFrame`` go out as they are.
     private var wire: ChannelHandlerContext?
+    /// The session's node, when another node owns it: messages are relayed there, frames come back.
+    private var remote: (id: UInt64, owner: String)?
+    /// When the owner last sent frames (it pings every ping interval), and the task that closes a silent one.
+    private var lastHeard = NIODeadline.now()
+    private var watchdog: RepeatedTask?
 
     init(head: HTTPRequestHead, sid: String?, gateway: GatewayContext) {
         (self.head, self.sid, self.gateway) = (head, sid, gateway)
@@ -236,6 +239,9 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
         self.context = context
         self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         guard let engineWire else { return }
+        if let sid, !self.gateway.engines.contains(sid), let owner = self.gateway.socketIORelay.remoteOwner(of: sid) {
+            return self.relay(sid: sid, owner: owner, context: context)
+        }
         if let sid {
             let offered = self.gateway.engines.with(sid) { session in
                 guard let session else { return engineWire.close() }
@@ -273,6 +279,32 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.wire = nil
+        self.watchdog?.cancel()
+    }
+
+    /// A WebSocket for a session of another node: registered with the relay, watched for the owner's silence.
+    private func relay(sid: String, owner: String, context: ChannelHandlerContext) {
+        let relay = self.gateway.socketIORelay
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        guard let id = relay.openRemote(bound, sid: sid, owner: owner) else {
+            self.writeClose(CloseCode.tryAgainLater, "too many relayed sockets on this node").assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
+        self.remote = (id, owner)
+        self.lastHeard = .now()
+        let timeout = relay.timeout
+        self.watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: timeout, delay: .nanoseconds(timeout.nanoseconds / 4)) { _ in
+            let handler = bound.value
+            if .now() - handler.lastHeard > timeout { handler.closeNormally() }
+        }
+    }
+
+    /// Frames the owner of a relayed session wrote, as they go on the wire.
+    func remoteFrames(_ bytes: ByteBuffer) {
+        self.lastHeard = .now()
+        self.writeRaw(bytes, flush: true)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -281,7 +313,11 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
             break
         case .deliver(let buffer, let isText):
             let message: EngineMessage = isText ? .text(String(buffer: buffer)) : .binary(Array(buffer.readableBytesView))
-            self.toSession { $0.received(message, from: $1) }
+            if let remote, let sid {
+                self.gateway.socketIORelay.remoteMessage(remote.id, sid: sid, owner: remote.owner, message)
+            } else {
+                self.toSession { $0.received(message, from: $1) }
+            }
         case .inflate:
             self.closeNormally()  // permessage-deflate is not offered on this path
         case .pong(let payload):
@@ -302,11 +338,21 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.toSession { $0.webSocketClosed($1) }
+        self.watchdog?.cancel()
+        if let remote, let sid {
+            self.gateway.socketIORelay.remoteSocketEnded(remote.id, sid: sid, owner: remote.owner, closed: true)
+        } else {
+            self.toSession { $0.webSocketClosed($1) }
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable { self.toSession { session, _ in session.webSocketUnwritable() } }
+        guard !context.channel.isWritable else { return }
+        if let remote, let sid {
+            self.gateway.socketIORelay.remoteSocketEnded(remote.id, sid: sid, owner: remote.owner, closed: false)
+        } else {
+            self.toSession { session, _ in session.webSocketUnwritable() }
+        }
     }
 
     /// Hands an event to the session, on its loop.

@@ -43,6 +43,10 @@ final class SocketIORelay: Sendable {
     private let waiting = Mutex<[UInt64: Waiting]>([:])
     /// GETs other nodes relayed here and not answered yet: "node\tid" → the session and the local request id.
     private let served = Mutex<[String: (sid: String, id: UInt64)]>([:])
+    /// Requester side: WebSockets of this node for sessions of other nodes, by relay id.
+    private let sockets = Mutex<[UInt64: NIOLoopBound<SocketIOWebSocketHandler>]>([:])
+    /// Owner side: WebSockets other nodes hold for this node's sessions: "node\tid" → the socket.
+    private let remotes = Mutex<[String: RemoteWebSocket]>([:])
 
     init(node: String, broker: any Broker, metrics: GatewayMetrics, maximum: Int, pingInterval: TimeAmount, pingTimeout: TimeAmount) {
         (self.node, self.broker, self.metrics, self.maximum) = (node, broker, metrics, maximum)
@@ -51,6 +55,7 @@ final class SocketIORelay: Sendable {
 
     var isEnabled: Bool { self.broker.relaysToNodes }
     var waitingCount: Int { self.waiting.withLock { $0.count } }
+    var socketCount: Int { self.sockets.withLock { $0.count } + self.remotes.withLock { $0.count } }
 
     // MARK: Session ids
 
@@ -156,9 +161,105 @@ final class SocketIORelay: Sendable {
         case "X":
             guard let (sid, local) = self.served.withLock({ $0.removeValue(forKey: "\(node)\t\(id)") }) else { return }
             gateway.engines.with(sid) { $0?.pollAborted(local) }
+        case "WO" where fields.count == 3:
+            self.remoteOpened(from: node, id: id, sid: String(fields[2]), gateway: gateway)
+        case "WM" where fields.count == 4 && (fields[3] == "T" || fields[3] == "B"):
+            guard let remote = self.remote(node, id, sid: fields[2]) else { return }
+            let message: EngineMessage = fields[3] == "T" ? .text(String(decoding: body, as: UTF8.self)) : .binary(body)
+            gateway.engines.with(remote.sid) { $0?.received(message, from: EngineWire(remote: remote)) }
+        case "WC" where fields.count == 3:
+            guard let remote = self.remote(node, id, sid: fields[2]) else { return }
+            self.remotes.withLock { _ = $0.removeValue(forKey: "\(node)\t\(id)") }
+            gateway.engines.with(remote.sid) { $0?.webSocketClosed(EngineWire(remote: remote)) }
+        case "WU" where fields.count == 3:
+            guard let remote = self.remote(node, id, sid: fields[2]) else { return }
+            remote.writable.store(false, ordering: .relaxed)
+            gateway.engines.with(remote.sid) { $0?.webSocketUnwritable() }
+        case "WF":
+            self.socket(id) { $0.remoteFrames(ByteBuffer(bytes: body)) }
+        case "WX":
+            guard let handler = self.sockets.withLock({ $0.removeValue(forKey: id) }) else { return }
+            handler.eventLoop.execute { handler.value.closeNormally() }
+        case "WP" where fields.count == 3:
+            self.socket(id) { $0.setReading(fields[2] == "1") }
         default:
             return
         }
+    }
+
+    // MARK: WebSockets, requester side
+
+    /// A WebSocket for a session of `owner` (the upgrade's, after polling) reached this node: its messages are
+    /// relayed to the owner, which sends back the frames to write.
+    /// - Returns: its relay id, `nil` when too many wait already.
+    func openRemote(_ handler: NIOLoopBound<SocketIOWebSocketHandler>, sid: String, owner: String) -> UInt64? {
+        let id = SocketIOHTTP.nextRequestID()
+        let admitted = self.sockets.withLock { sockets -> Bool in
+            guard sockets.count < self.maximum else { return false }
+            sockets[id] = handler
+            return true
+        }
+        guard admitted else {
+            self.metrics.socketIORelay("full")
+            return nil
+        }
+        self.metrics.socketIORelay("websocket")
+        self.broker.relay(Array("WO\t\(id)\t\(sid)\n".utf8), to: owner) { listened in
+            guard !listened, let handler = self.sockets.withLock({ $0.removeValue(forKey: id) }) else { return }
+            self.metrics.socketIORelay("owner_gone")
+            handler.eventLoop.execute { handler.value.closeNormally() }
+        }
+        return id
+    }
+
+    /// A whole message from the client of a relayed WebSocket.
+    func remoteMessage(_ id: UInt64, sid: String, owner: String, _ message: EngineMessage) {
+        let (kind, bytes): (String, [UInt8]) =
+            switch message {
+            case .text(let text): ("T", Array(text.utf8))
+            case .binary(let bytes): ("B", bytes)
+            }
+        self.broker.relay(Array("WM\t\(id)\t\(sid)\t\(kind)\n".utf8) + bytes, to: owner) { _ in }
+    }
+
+    /// The client's socket closed, or can take no more.
+    func remoteSocketEnded(_ id: UInt64, sid: String, owner: String, closed: Bool) {
+        if closed { self.sockets.withLock { _ = $0.removeValue(forKey: id) } }
+        self.broker.relay(Array("\(closed ? "WC" : "WU")\t\(id)\t\(sid)\n".utf8), to: owner) { _ in }
+    }
+
+    private func socket(_ id: UInt64, _ body: @escaping @Sendable (SocketIOWebSocketHandler) -> Void) {
+        guard let handler = self.sockets.withLock({ $0[id] }) else { return }
+        handler.eventLoop.execute { body(handler.value) }
+    }
+
+    // MARK: WebSockets, owner side
+
+    private func remoteOpened(from node: String, id: UInt64, sid: String, gateway: GatewayContext) {
+        let remote = RemoteWebSocket(node: node, id: id, sid: sid, relay: self)
+        let admitted = self.remotes.withLock { remotes -> Bool in
+            guard remotes.count < self.maximum else { return false }
+            remotes["\(node)\t\(id)"] = remote
+            return true
+        }
+        guard admitted else { return remote.close() }
+        let found = gateway.engines.with(sid) { session in
+            guard let session else { return remote.close() }
+            session.webSocketOffered(EngineWire(remote: remote))
+        }
+        if !found { remote.close() }
+    }
+
+    private func remote(_ node: String, _ id: UInt64, sid: Substring) -> RemoteWebSocket? {
+        guard let remote = self.remotes.withLock({ $0["\(node)\t\(id)"] }), remote.sid == sid else { return nil }
+        return remote
+    }
+
+    /// Frames, a close or a change of reading for a relayed WebSocket, to the node that holds it.
+    fileprivate func toSocket(_ remote: RemoteWebSocket, _ kind: String, field: String? = nil, _ bytes: [UInt8] = []) {
+        if kind == "WX" { self.remotes.withLock { _ = $0.removeValue(forKey: "\(remote.node)\t\(remote.id)") } }
+        let header = "\(kind)\t\(remote.id)" + (field.map { "\t" + $0 } ?? "") + "\n"
+        self.broker.relay(Array(header.utf8) + bytes, to: remote.node) { _ in }
     }
 
     // MARK: Owner side
@@ -198,4 +299,46 @@ final class SocketIORelay: Sendable {
         }
         SocketIOHTTP.serve(isGet: isGet, sid: sid, body: body, responder: responder, gateway: gateway)
     }
+}
+
+/// On the owner: a WebSocket of one of its sessions that another node holds. The client's messages arrive relayed;
+/// the frames the session writes are published back, a flush at a time, and that node writes them as they are.
+final class RemoteWebSocket: Sendable {
+    let node: String
+    let id: UInt64
+    let sid: String
+    private let relay: SocketIORelay
+    private let pending = Mutex<[UInt8]>([])
+    /// Cleared when the holding node reports its socket unwritable (a slow client).
+    let writable = Atomic<Bool>(true)
+    /// Past this many unflushed bytes they go out at once.
+    private static let flushBytes = 64 << 10
+
+    fileprivate init(node: String, id: UInt64, sid: String, relay: SocketIORelay) {
+        (self.node, self.id, self.sid, self.relay) = (node, id, sid, relay)
+    }
+
+    func write(_ bytes: ByteBuffer, flush: Bool) {
+        let full = self.pending.withLock { pending in
+            pending.append(contentsOf: bytes.readableBytesView)
+            return pending.count >= Self.flushBytes
+        }
+        if flush || full { self.flush() }
+    }
+
+    func flush() {
+        let bytes = self.pending.withLock { pending in
+            defer { pending = [] }
+            return pending
+        }
+        if !bytes.isEmpty { self.relay.toSocket(self, "WF", bytes) }
+    }
+
+    func close() {
+        self.flush()
+        self.relay.toSocket(self, "WX")
+    }
+
+    func setReading(_ on: Bool) { self.relay.toSocket(self, "WP", field: on ? "1" : "0") }
+    var isWritable: Bool { self.writable.load(ordering: .relaxed) }
 }
