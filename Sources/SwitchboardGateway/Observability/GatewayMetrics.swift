@@ -135,6 +135,7 @@ final class GatewayMetrics: Sendable {
 
     /// An Engine.IO polling request relayed between nodes (no sticky sessions), by what happened to it here:
     /// `forwarded` (a client's request sent to the session's owner), `served` (another node's request answered),
+    /// `websocket` (a WebSocket for another node's session, relayed),
     /// `owner_gone` (no node listens on the owner's channel), `timeout`, `full` (too many relays waiting).
     func socketIORelay(_ outcome: String) {
         self.registry.makeCounter(

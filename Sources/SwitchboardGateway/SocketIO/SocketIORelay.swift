@@ -21,7 +21,9 @@ import Synchronization
 ///
 /// Messages (inside the broker's envelope, whose header names the sending node): a tab-separated header line, a
 /// newline, then the body bytes untouched:
-/// `Q id GET|POST sid` (a request), `A id sid status [name value]…` (its answer), `X id` (the client left). An answer
+/// `Q id GET|POST sid` (a request), `A id sid status [name value]…` (its answer), `X id` (the client left); for a
+/// WebSocket held by another node (the upgrade's): `WO id sid` (opened), `WM id sid T|B` (a client message), `WC id sid`
+/// (closed), `WU id sid` (unwritable), and back `WF id` (frames to write), `WX id` (close), `WP id 1|0` (reads). An answer
 /// completes a request only if its `sid` matches too: a node restarted under the same id counts its requests from 1
 /// again, and must not take an answer meant for its previous run.
 final class SocketIORelay: Sendable {
