@@ -62,6 +62,8 @@ public final class Gateway: Service {
                 gateway.metrics.disconnected(code: CloseCode.abnormal)
                 await gateway.announceDeparture(info, rooms: rooms, status: .init(code: CloseCode.abnormal, reason: "node lost"))
             }
+            // Engine.IO requests relayed between nodes (sessions without sticky load balancing), and their answers.
+            redis.whenRelayed { node, payload in gateway.socketIORelay.received(from: node, payload, gateway: gateway) }
         }
     }
 

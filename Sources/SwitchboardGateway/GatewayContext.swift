@@ -26,6 +26,8 @@ final class GatewayContext: Sendable {
     let engines: EngineSessions
     let socketIOEncodings: [String: [EngineSession.Transport: SocketIOEncoding]]
     let socketIOLiveness: Liveness.Timing
+    /// Polling requests for sessions of other nodes, relayed to them (no sticky sessions needed).
+    let socketIORelay: SocketIORelay
     let logger: Logger
     /// Milliseconds since 1970 for `timestamp` fields and `connectedAt`; injected so tests can fix it.
     let wallClock: @Sendable () -> Int64
@@ -95,6 +97,14 @@ final class GatewayContext: Sendable {
         )
         self.engines = EngineSessions(group: hub.group, maximum: configuration.maxConnections ?? EngineSessions.defaultMaximum)
         let socketIO = configuration.socketIO
+        self.socketIORelay = SocketIORelay(
+            node: configuration.nodeId,
+            broker: broker,
+            metrics: metrics,
+            maximum: self.engines.maximum,
+            pingInterval: TimeAmount(socketIO.pingInterval),
+            pingTimeout: TimeAmount(socketIO.pingTimeout)
+        )
         self.socketIOEncodings = Dictionary(
             uniqueKeysWithValues: socketIO.namespaces.map { namespace in
                 let encodings = [EngineSession.Transport.polling, .webSocket].map {

@@ -7,6 +7,8 @@ struct Envelope {
     enum Body {
         case frame(OutboundFrame, Audience)
         case command(ConnectionCommand, ConnectionID)
+        /// Opaque bytes for the gateway of the node whose channel carries them (Engine.IO relays).
+        case relay([UInt8])
     }
 
     let origin: String
@@ -20,6 +22,11 @@ struct Envelope {
     init(origin: String, command: ConnectionCommand, connection: ConnectionID) {
         self.origin = origin
         self.body = .command(command, connection)
+    }
+
+    init(origin: String, relay payload: [UInt8]) {
+        self.origin = origin
+        self.body = .relay(payload)
     }
 
     var encoded: [UInt8] {
@@ -44,6 +51,8 @@ struct Envelope {
             case .join(let room): (header, payload) = ([self.origin, "C", id.rawValue, "join", room.rawValue], [])
             case .leave(let room): (header, payload) = ([self.origin, "C", id.rawValue, "leave", room.rawValue], [])
             }
+        case .relay(let bytes):
+            (header, payload) = ([self.origin, "R", "-"], bytes)
         }
         return Array(header.joined(separator: "\t").utf8) + [0x0A] + payload
     }
@@ -55,6 +64,8 @@ struct Envelope {
         guard fields.count >= 3 else { return nil }
         self.origin = fields[0]
         switch fields[1] {
+        case "R":
+            self.body = .relay(payload)
         case "T", "B":
             let frame = OutboundFrame(fields[1] == "T" ? .text : .binary, payload)
             let audience: Audience

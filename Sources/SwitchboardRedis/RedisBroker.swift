@@ -71,6 +71,7 @@ public final class RedisBroker: Broker {
     private let options: Options
     private let logger: Logger
     private let onSwept = Mutex<(@Sendable (ConnectionInfo, [RoomID]) async -> Void)?>(nil)
+    private let onRelay = Mutex<(@Sendable (String, [UInt8]) -> Void)?>(nil)
     private let state = Mutex(Local())
     /// Publishes waiting for the publisher task, and the signal that wakes it: whatever queued up during one round
     /// trip goes out as the next pipeline.
@@ -85,6 +86,8 @@ public final class RedisBroker: Broker {
         case toConnection(ConnectionID, payload: [UInt8])
         /// `local`: already delivered to this node's members (without an offset), because Redis was late.
         case roomMessage(RoomMessage, local: Bool)
+        /// Bytes for another node's gateway; `sent` learns whether a node listened (the publish's receiver count).
+        case relay(channel: String, payload: [UInt8], sent: @Sendable (Bool) -> Void)
     }
 
     /// Whoever removes a connection from `node-conns:{node}` runs its `$disconnect`, so the node and a sweeper
@@ -224,6 +227,19 @@ public final class RedisBroker: Broker {
         self.onSwept.withLock { $0 = handler }
     }
 
+    /// What to do with bytes another node relayed to this one (``relay(_:to:sent:)``): the sending node and the
+    /// bytes. Set once, before `run()`.
+    public func whenRelayed(_ handler: @escaping @Sendable (_ from: String, _ payload: [UInt8]) -> Void) {
+        self.onRelay.withLock { $0 = handler }
+    }
+
+    public var relaysToNodes: Bool { true }
+
+    public func relay(_ payload: [UInt8], to node: String, sent: @escaping @Sendable (Bool) -> Void) {
+        let envelope = Envelope(origin: self.node, relay: payload).encoded
+        self.enqueue(.relay(channel: self.channel("node", node), payload: envelope, sent: sent))
+    }
+
     // MARK: Lifecycle
 
     /// Runs the pub/sub connection, the ordered publisher, the heartbeat and the sweeper until cancelled.
@@ -275,6 +291,7 @@ public final class RedisBroker: Broker {
             var commands: [[RedisArgument]] = []
             var appended: [(index: Int, message: RoomMessage)] = []
             var appends: Set<Int> = []
+            var relays: [(index: Int, sent: @Sendable (Bool) -> Void)] = []
             for item in batch {
                 switch item {
                 case .roomMessage(let message, let local):
@@ -296,10 +313,15 @@ public final class RedisBroker: Broker {
                         continue
                     }
                     commands.append([self.publishCommand, .string(self.channel("node", node)), .bytes(payload)])
+                case .relay(let channel, let payload, let sent):
+                    relays.append((commands.count, sent))
+                    commands.append([self.publishCommand, .string(channel), .bytes(payload)])
                 }
             }
             let replies = await self.sendRetryingFailover(commands, checkable: self.options.history.messages > 0 ? appends : [])
             watchdog.cancel()
+            // A publish answers how many subscribers got it: none means no node listens on that channel (it is gone).
+            for (index, sent) in relays { sent((replies[index]?.int ?? 0) > 0) }
             let answered = self.outbox.withLock { _ in
                 self.late.store(false, ordering: .relaxed)
                 return pending.take() != nil
@@ -745,6 +767,7 @@ public final class RedisBroker: Broker {
             switch envelope.body {
             case .frame(let frame, let audience): self.local.deliver(frame, to: audience)
             case .command(let command, let id): self.local.perform(command, on: id)
+            case .relay(let bytes): self.onRelay.withLock { $0 }?(envelope.origin, bytes)
             }
             return
         }

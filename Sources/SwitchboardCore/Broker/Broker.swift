@@ -160,12 +160,19 @@ public protocol Broker: Sendable {
     func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)>
     /// A room's members ordered by connection id, starting after `cursor`.
     func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember>
+    /// Whether ``relay(_:to:sent:)`` can reach other nodes (a cluster); a single node has none.
+    var relaysToNodes: Bool { get }
+    /// Sends opaque bytes to the gateway of another node (Engine.IO requests for a session it owns, and their
+    /// answers), on that node's channel. `sent` runs once with whether any node was listening on it.
+    func relay(_ payload: [UInt8], to node: String, sent: @escaping @Sendable (Bool) -> Void)
 }
 
 extension Broker {
     public func run() async {}
     public var isConnected: Bool { true }
     public func registerNow(_ connection: ConnectionInfo) -> Bool { false }
+    public var relaysToNodes: Bool { false }
+    public func relay(_ payload: [UInt8], to node: String, sent: @escaping @Sendable (Bool) -> Void) { sent(false) }
 
     /// Sends a frame to one connection wherever it is (`POST @connections/{id}`): written at once on this node, or
     /// refused when its queue is full; published to its node when another node holds it.

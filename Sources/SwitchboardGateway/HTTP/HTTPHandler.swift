@@ -347,7 +347,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if let (sid, id) = self.waitingPoll {
             self.waitingPoll = nil
-            self.gateway.engines.with(sid) { $0?.pollAborted(id) }
+            SocketIOHTTP.pollAborted(sid: sid, id: id, gateway: self.gateway)
         }
         self.eventStream?.cancel()
         self.releaseBody()

@@ -133,6 +133,17 @@ final class GatewayMetrics: Sendable {
             .increment()
     }
 
+    /// An Engine.IO polling request relayed between nodes (no sticky sessions), by what happened to it here:
+    /// `forwarded` (a client's request sent to the session's owner), `served` (another node's request answered),
+    /// `websocket` (a WebSocket for another node's session, relayed),
+    /// `owner_gone` (no node listens on the owner's channel), `timeout`, `full` (too many relays waiting).
+    func socketIORelay(_ outcome: String) {
+        self.registry.makeCounter(
+            descriptor: .named("switchboard_socketio_relays_total", "Engine.IO polling requests relayed between nodes, by outcome."),
+            labels: [("outcome", outcome)]
+        ).increment()
+    }
+
     /// A connection or message refused by a rate or size limit, by reason.
     func throttled(_ reason: String) {
         self.registry.makeCounter(

@@ -19,25 +19,62 @@ struct PollResponder: Sendable {
 }
 
 /// The WebSocket an Engine.IO session runs on (or probes), usable from the session's loop whatever loop the socket
-/// is on: calls hop to the socket's loop, in order.
+/// is on: calls hop to the socket's loop, in order. The socket is on this node, or on another node that relays its
+/// messages and frames (``RemoteWebSocket``).
 struct EngineWire: Sendable {
-    let handler: NIOLoopBound<SocketIOWebSocketHandler>
-    let channel: any Channel
+    private enum Socket: Sendable {
+        case local(NIOLoopBound<SocketIOWebSocketHandler>, any Channel)
+        case remote(RemoteWebSocket)
+    }
+    private let socket: Socket
+
+    init(handler: NIOLoopBound<SocketIOWebSocketHandler>, channel: any Channel) {
+        self.socket = .local(handler, channel)
+    }
+
+    init(remote: RemoteWebSocket) {
+        self.socket = .remote(remote)
+    }
+
+    /// Tells one socket from another.
+    var identity: ObjectIdentifier {
+        switch self.socket {
+        case .local(_, let channel): ObjectIdentifier(channel)
+        case .remote(let remote): ObjectIdentifier(remote)
+        }
+    }
 
     private func run(_ body: @escaping @Sendable (SocketIOWebSocketHandler) -> Void) {
-        if self.handler.eventLoop.inEventLoop {
-            body(self.handler.value)
+        guard case .local(let handler, _) = self.socket else { return }
+        if handler.eventLoop.inEventLoop {
+            body(handler.value)
         } else {
-            let handler = self.handler
             handler.eventLoop.execute { body(handler.value) }
         }
     }
 
-    func write(_ bytes: ByteBuffer, flush: Bool) { self.run { $0.writeRaw(bytes, flush: flush) } }
-    func flush() { self.run { $0.flushRaw() } }
-    func close() { self.run { $0.closeNormally() } }
-    func setReading(_ on: Bool) { self.run { $0.setReading(on) } }
-    var isWritable: Bool { self.channel.isWritable }
+    func write(_ bytes: ByteBuffer, flush: Bool) {
+        if case .remote(let remote) = self.socket { return remote.write(bytes, flush: flush) }
+        self.run { $0.writeRaw(bytes, flush: flush) }
+    }
+    func flush() {
+        if case .remote(let remote) = self.socket { return remote.flush() }
+        self.run { $0.flushRaw() }
+    }
+    func close() {
+        if case .remote(let remote) = self.socket { return remote.close() }
+        self.run { $0.closeNormally() }
+    }
+    func setReading(_ on: Bool) {
+        if case .remote(let remote) = self.socket { return remote.setReading(on) }
+        self.run { $0.setReading(on) }
+    }
+    var isWritable: Bool {
+        switch self.socket {
+        case .local(_, let channel): channel.isWritable
+        case .remote(let remote): remote.isWritable
+        }
+    }
 }
 
 /// One Engine.IO session and the Socket.IO namespaces joined on it, confined to its event loop. It reports what the
@@ -182,7 +219,7 @@ final class EngineConnection {
 
     func webSocketClosed(_ wire: EngineWire) {
         guard self.isCurrent(wire) else { return }
-        if self.probe.map({ $0.channel === wire.channel }) == true { self.probe = nil }
+        if self.probe?.identity == wire.identity { self.probe = nil }
         self.run(self.engine.webSocketClosed(), current: nil)
     }
 
@@ -191,7 +228,7 @@ final class EngineConnection {
     }
 
     private func isCurrent(_ wire: EngineWire) -> Bool {
-        self.webSocket?.channel === wire.channel || self.probe?.channel === wire.channel
+        self.webSocket?.identity == wire.identity || self.probe?.identity == wire.identity
     }
 
     func tick(now: NIODeadline) {

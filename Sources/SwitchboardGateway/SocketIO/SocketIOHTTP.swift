@@ -56,7 +56,8 @@ enum SocketIOHTTP {
         return [("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"), ("Vary", "Origin")]
     }
 
-    /// The checks every Engine.IO request passes: origin, `EIO=4`, a known transport, a known `sid`.
+    /// The checks every Engine.IO request passes: origin, `EIO=4`, a known transport. Whether the `sid` is known
+    /// (here, or on the node it names) is for the caller.
     static func check(_ head: HTTPRequestHead, _ gateway: GatewayContext) -> Result<(sid: String?, transport: String), GatewayResponseError> {
         if let origin = head.headers.first(name: "origin"), !OriginPolicy.allows(origin, gateway.configuration.allowedOrigins) {
             return .failure(.init(self.forbidden, reason: "origin"))
@@ -66,7 +67,6 @@ enum SocketIOHTTP {
         guard let transport = query["transport"], transport == "polling" || transport == "websocket" else {
             return .failure(.init(self.unknownTransport, reason: "bad_request"))
         }
-        if let sid = query["sid"], !gateway.engines.contains(sid) { return .failure(.init(self.unknownSession, reason: "bad_request")) }
         return .success((query["sid"], transport))
     }
 
@@ -81,7 +81,12 @@ enum SocketIOHTTP {
         case .success((nil, _)):
             if let refusal = self.refuseOpening(gateway) { return .failure(.init(refusal, reason: "connect_rate")) }
             return .success(nil)
-        case .success((let sid, _)): return .success(sid)
+        case .success((let sid?, _)):
+            // A session of another node: its messages and frames are relayed (``SocketIORelay``).
+            guard gateway.engines.contains(sid) || gateway.socketIORelay.remoteOwner(of: sid) != nil else {
+                return .failure(.init(self.unknownSession, reason: "bad_request"))
+            }
+            return .success(sid)
         }
     }
 
@@ -143,7 +148,7 @@ enum SocketIOHTTP {
                 responder.respond(refusal)
                 return nil
             }
-            let sid = ConnectionID.random().rawValue
+            let sid = SocketIORelay.makeSid(node: gateway.socketIORelay.node)
             guard gateway.engines.reserve(sid, on: eventLoop) else {
                 responder.respond(self.full(gateway))
                 return nil
@@ -167,24 +172,35 @@ enum SocketIOHTTP {
             responder.respond(self.badRequest)
             return nil
         }
-        let found: Bool
-        switch head.method {
-        case .GET:
-            found = gateway.engines.with(sid) { session in
-                guard let session else { return responder.respond(self.unknownSession) }
-                session.poll(responder)
-            }
-        case .POST:
-            found = gateway.engines.with(sid) { session in
-                guard let session else { return responder.respond(self.unknownSession) }
-                session.post(body, responder)
-            }
-        default:
+        guard head.method == .GET || head.method == .POST else {
             responder.respond(self.badMethod)
             return nil
         }
+        let isGet = head.method == .GET
+        if !gateway.engines.contains(sid), let owner = gateway.socketIORelay.remoteOwner(of: sid) {
+            gateway.socketIORelay.forward(isGet: isGet, sid: sid, to: owner, body: body, responder: responder, loop: eventLoop)
+            return isGet ? sid : nil
+        }
+        let found = self.serve(isGet: isGet, sid: sid, body: body, responder: responder, gateway: gateway)
+        return found && isGet ? sid : nil
+    }
+
+    /// A GET or POST for a session of this node (asked by a client here, or relayed by another node).
+    /// - Returns: whether the session was found (if not, `responder` got 400 "Session ID unknown").
+    @discardableResult
+    static func serve(isGet: Bool, sid: String, body: [UInt8], responder: PollResponder, gateway: GatewayContext) -> Bool {
+        let found = gateway.engines.with(sid) { session in
+            guard let session else { return responder.respond(self.unknownSession) }
+            if isGet { session.poll(responder) } else { session.post(body, responder) }
+        }
         if !found { responder.respond(self.unknownSession) }
-        return found && head.method == .GET ? sid : nil
+        return found
+    }
+
+    /// The connection of a waiting GET closed before its answer: its session (here or on its owner) forgets it.
+    static func pollAborted(sid: String, id: UInt64, gateway: GatewayContext) {
+        guard !gateway.socketIORelay.abort(id) else { return }
+        gateway.engines.with(sid) { $0?.pollAborted(id) }
     }
 }
 
@@ -202,6 +218,11 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     private var context: ChannelHandlerContext?
     /// Below NIO's frame encoder: bytes made by ``WireFrame`` go out as they are.
     private var wire: ChannelHandlerContext?
+    /// The session's node, when another node owns it: messages are relayed there, frames come back.
+    private var remote: (id: UInt64, owner: String)?
+    /// When the owner last sent frames (it pings every ping interval), and the task that closes a silent one.
+    private var lastHeard = NIODeadline.now()
+    private var watchdog: RepeatedTask?
 
     init(head: HTTPRequestHead, sid: String?, gateway: GatewayContext) {
         (self.head, self.sid, self.gateway) = (head, sid, gateway)
@@ -218,6 +239,9 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
         self.context = context
         self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         guard let engineWire else { return }
+        if let sid, !self.gateway.engines.contains(sid), let owner = self.gateway.socketIORelay.remoteOwner(of: sid) {
+            return self.relay(sid: sid, owner: owner, context: context)
+        }
         if let sid {
             let offered = self.gateway.engines.with(sid) { session in
                 guard let session else { return engineWire.close() }
@@ -226,7 +250,7 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
             if !offered { self.closeNormally() }
             return
         }
-        let sid = ConnectionID.random().rawValue
+        let sid = SocketIORelay.makeSid(node: self.gateway.socketIORelay.node)
         guard self.gateway.engines.reserve(sid, on: context.eventLoop) else {
             _ = SocketIOHTTP.full(self.gateway)
             self.writeClose(CloseCode.tryAgainLater, "too many sessions on this node").assumeIsolated().whenComplete { _ in
@@ -255,6 +279,32 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.wire = nil
+        self.watchdog?.cancel()
+    }
+
+    /// A WebSocket for a session of another node: registered with the relay, watched for the owner's silence.
+    private func relay(sid: String, owner: String, context: ChannelHandlerContext) {
+        let relay = self.gateway.socketIORelay
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        guard let id = relay.openRemote(bound, sid: sid, owner: owner) else {
+            self.writeClose(CloseCode.tryAgainLater, "too many relayed sockets on this node").assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
+        self.remote = (id, owner)
+        self.lastHeard = .now()
+        let timeout = relay.timeout
+        self.watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: timeout, delay: .nanoseconds(timeout.nanoseconds / 4)) { _ in
+            let handler = bound.value
+            if .now() - handler.lastHeard > timeout { handler.closeNormally() }
+        }
+    }
+
+    /// Frames the owner of a relayed session wrote, as they go on the wire.
+    func remoteFrames(_ bytes: ByteBuffer) {
+        self.lastHeard = .now()
+        self.writeRaw(bytes, flush: true)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -263,7 +313,11 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
             break
         case .deliver(let buffer, let isText):
             let message: EngineMessage = isText ? .text(String(buffer: buffer)) : .binary(Array(buffer.readableBytesView))
-            self.toSession { $0.received(message, from: $1) }
+            if let remote, let sid {
+                self.gateway.socketIORelay.remoteMessage(remote.id, sid: sid, owner: remote.owner, message)
+            } else {
+                self.toSession { $0.received(message, from: $1) }
+            }
         case .inflate:
             self.closeNormally()  // permessage-deflate is not offered on this path
         case .pong(let payload):
@@ -284,11 +338,21 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.toSession { $0.webSocketClosed($1) }
+        self.watchdog?.cancel()
+        if let remote, let sid {
+            self.gateway.socketIORelay.remoteSocketEnded(remote.id, sid: sid, owner: remote.owner, closed: true)
+        } else {
+            self.toSession { $0.webSocketClosed($1) }
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable { self.toSession { session, _ in session.webSocketUnwritable() } }
+        guard !context.channel.isWritable else { return }
+        if let remote, let sid {
+            self.gateway.socketIORelay.remoteSocketEnded(remote.id, sid: sid, owner: remote.owner, closed: false)
+        } else {
+            self.toSession { session, _ in session.webSocketUnwritable() }
+        }
     }
 
     /// Hands an event to the session, on its loop.
