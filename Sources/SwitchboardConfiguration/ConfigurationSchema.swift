@@ -593,6 +593,17 @@ public enum ConfigurationSchema {
                 return duration == .zero ? nil : duration
             }
         ),
+        .scalar(
+            "socketio.recovery_window",
+            \.socketIO.recoveryWindow,
+            default: "0 (off)",
+            "Connection state recovery: a socket that drops and reconnects within this long keeps its id and gets what its rooms missed; 0 is off.",
+            parse: { text -> Duration? in
+                let duration = try Parse.duration(text)
+                guard duration <= .seconds(86_400) else { throw Parse.fail("'\(text)' must be at most 24h") }
+                return duration == .zero ? nil : duration
+            }
+        ),
         ConfigurationOption(
             key: "origins.allowed",
             shape: .list,

@@ -159,6 +159,9 @@ public struct GatewayConfiguration: Sendable {
         public var pushEvent = "message"
         /// Every this often, each socket gets `heartbeat` `{"timestamp":…}` (seed 004); `nil` is off.
         public var heartbeatEventInterval: Duration?
+        /// Connection state recovery (Socket.IO 4.6+): how long a dropped socket's id and rooms are kept for a
+        /// reconnect naming its `pid`, which then gets what its rooms missed; `nil` is off, as in Socket.IO.
+        public var recoveryWindow: Duration?
 
         public init() {}
     }

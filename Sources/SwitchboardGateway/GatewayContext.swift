@@ -114,7 +114,8 @@ final class GatewayContext: Sendable {
                             namespace: namespace,
                             transport: $0,
                             pushEvent: socketIO.pushEvent,
-                            maxFrameBytes: configuration.maxFrameBytes
+                            maxFrameBytes: configuration.maxFrameBytes,
+                            offsets: socketIO.recoveryWindow != nil
                         )
                     )
                 }

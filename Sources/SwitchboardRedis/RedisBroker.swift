@@ -199,6 +199,8 @@ public final class RedisBroker: Broker {
         /// The connections a survivor swept for a node, kept a day so the node, if it was only cut off, closes them
         /// without a second `$disconnect` when it is back.
         case swept
+        /// Values a dropped Socket.IO socket leaves for its reconnect (``stash(_:under:for:)``).
+        case stash
         /// The sorted sets behind listings and liveness: one key each, no name.
         case connections = "conns"
         case rooms, nodes
@@ -748,6 +750,17 @@ public final class RedisBroker: Broker {
 
     public func lastOffset(of room: RoomID) async -> Int64 {
         (try? await self.client.send("GET", .string(self.key(.roomOffset, room.rawValue))))?.int ?? 0
+    }
+
+    /// `SET … PX`: Redis expires it. Lost, as the protocol allows, when Redis cannot be reached.
+    public func stash(_ value: [UInt8], under key: String, for ttl: Duration) async {
+        let milliseconds = max(1, Self.milliseconds(ttl))
+        _ = try? await self.client.send("SET", .string(self.key(.stash, key)), .bytes(value), "PX", RedisArgument(milliseconds))
+    }
+
+    /// `GETDEL` (Redis 6.2+), so two reconnects naming one session cannot both take it.
+    public func takeStashed(_ key: String) async -> [UInt8]? {
+        (try? await self.client.send("GETDEL", .string(self.key(.stash, key))))?.bytes
     }
 
     public func send(_ command: ConnectionCommand, to connection: ConnectionID) {

@@ -96,6 +96,31 @@ import Testing
         #expect(await broker.lastOffset(of: self.room) == 0)
     }
 
+    @Test func aStashedValueIsTakenOnceAndExpires() async {
+        let clock = TestClock()
+        let broker = InMemoryBroker(delivering: Sink(), now: clock.now)
+        await broker.stash([1, 2], under: "k", for: .seconds(10))
+        await broker.stash([3], under: "k", for: .seconds(10))  // replaces
+        #expect(await broker.takeStashed("k") == [3])
+        #expect(await broker.takeStashed("k") == nil)  // once
+        await broker.stash([4], under: "old", for: .seconds(10))
+        clock.advance(by: .seconds(11))
+        #expect(await broker.takeStashed("old") == nil)
+    }
+
+    /// A client cannot grow the stash past its bounds: the oldest entries go first.
+    @Test func theStashIsBounded() async {
+        let broker = InMemoryBroker(delivering: Sink())
+        let bound = InMemoryBroker.maximumStashed
+        let value = [UInt8](repeating: 0, count: 1024)
+        for index in 0..<(bound.bytes / value.count + 10) { await broker.stash(value, under: "k\(index)", for: .seconds(60)) }
+        #expect(await broker.takeStashed("k0") == nil)
+        #expect(await broker.takeStashed("k\(bound.bytes / value.count + 9)") == value)
+        #expect(await broker.takeStashed("big") == nil)
+        await broker.stash([UInt8](repeating: 0, count: bound.bytes + 1), under: "big", for: .seconds(60))
+        #expect(await broker.takeStashed("big") == nil)
+    }
+
     /// One client filling many rooms cannot grow memory past `totalBytes`: the oldest messages go first, whatever
     /// room they are in, and an empty room's history is forgotten.
     @Test func historyOfAllRoomsIsBoundedInBytes() async {

@@ -12,7 +12,7 @@ import Testing
 /// what it held, and time-driven rules (heartbeats, close timeouts) run from the sweep.
 @Suite struct ConnectionHandlerTests {
     /// Counts unregistrations and can hold joins, around the real in-memory broker.
-    final class RecordingBroker: Broker {
+    final class RecordingBroker: ForwardingBroker {
         let inner: InMemoryBroker
         let unregistered = Mutex<[ConnectionID]>([])
         /// While set, joins wait until it is cleared.
@@ -20,7 +20,8 @@ import Testing
 
         init(_ local: any LocalDelivery) { self.inner = InMemoryBroker(delivering: local) }
 
-        func register(_ connection: ConnectionInfo) async throws { try await self.inner.register(connection) }
+        /// Registration always goes the asynchronous way, as on a cluster.
+        func registerNow(_ connection: ConnectionInfo) -> Bool { false }
         func unregister(_ connection: ConnectionID) async -> Bool {
             self.unregistered.withLock { $0.append(connection) }
             return await self.inner.unregister(connection)
@@ -28,26 +29,6 @@ import Testing
         func join(_ room: RoomID, member: RoomMember, listing limit: Int) async throws -> RoomRoster {
             while self.holdJoins.load(ordering: .relaxed) { try await Task.sleep(for: .milliseconds(5)) }
             return try await self.inner.join(room, member: member, listing: limit)
-        }
-        func leave(_ room: RoomID, member: RoomMember) async { await self.inner.leave(room, member: member) }
-        func publish(_ frame: OutboundFrame, to audience: Audience) { self.inner.publish(frame, to: audience) }
-        func publish(_ message: RoomMessage) { self.inner.publish(message) }
-        func history(of room: RoomID, after offset: Int64, limit: Int) async -> RoomHistory {
-            await self.inner.history(of: room, after: offset, limit: limit)
-        }
-        func lastOffset(of room: RoomID) async -> Int64 { await self.inner.lastOffset(of: room) }
-        func send(_ command: ConnectionCommand, to connection: ConnectionID) { self.inner.send(command, to: connection) }
-        func connection(_ id: ConnectionID) async -> RegisteredConnection? { await self.inner.connection(id) }
-        var localRoomCount: Int { self.inner.localRoomCount }
-        var localDelivery: any LocalDelivery { self.inner.localDelivery }
-        func connections(after cursor: String?, limit: Int) async -> Page<RegisteredConnection> {
-            await self.inner.connections(after: cursor, limit: limit)
-        }
-        func rooms(after cursor: String?, limit: Int) async -> Page<(room: RoomID, members: Int)> {
-            await self.inner.rooms(after: cursor, limit: limit)
-        }
-        func members(of room: RoomID, after cursor: String?, limit: Int) async -> Page<RoomMember> {
-            await self.inner.members(of: room, after: cursor, limit: limit)
         }
     }
 

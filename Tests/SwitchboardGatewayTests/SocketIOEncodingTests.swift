@@ -28,6 +28,36 @@ import Testing
         #expect(binary == "451-[\"message\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQI=")
     }
 
+    @Test func withRecoveryOnlyRoomMessagesCarryTheirOffsetAsTheLastArgument() {
+        let encoding = SocketIOEncoding(namespace: "/", transport: .polling, pushEvent: "message", maxFrameBytes: 1 << 20, offsets: true)
+        let allocator = ByteBufferAllocator()
+        func encode(_ frame: String) -> String { self.text(encoding.encode(.text, ByteBuffer(string: frame), allocator: allocator)) }
+        let message = #"{"action":"message","roomId":"lobby","message":"hi","sender":"bob","timestamp":5,"offset":42}"#
+        #expect(encode(message) == #"42["message",\#(message),"42@lobby"]"#)
+        // Anything else, and a room message with an ack (the reference server offsets only events without one), as before.
+        #expect(encode(#"{"action":"joinedRoom","roomId":"a","offset":3}"#) == #"42["joinedRoom",{"action":"joinedRoom","roomId":"a","offset":3}]"#)
+        #expect(encode(#"{"action":"message","roomId":"a","offset":"3"}"#) == #"42["message",{"action":"message","roomId":"a","offset":"3"}]"#)
+        #expect(self.text(encoding.encodeAck(1, .text, ByteBuffer(string: message), allocator: allocator)) == #"431[\#(message)]"#)
+    }
+
+    @Test func aRecoveryOffsetParsesOnlyAsItWasMade() {
+        #expect(SocketIORecovery.parseOffset("42@lobby").map { "\($0.offset)@\($0.room)" } == "42@lobby")
+        for bad in ["", "@a", "x@a", "-1@a", "99999999999999999999@a", "1@", "1", "hello"] { #expect(SocketIORecovery.parseOffset(bad) == nil) }
+        #expect(SocketIORecovery.key(pid: SocketIORecovery.newPID()) != nil)
+        for bad in ["", "a b", "a/b", "é", String(repeating: "a", count: 65)] { #expect(SocketIORecovery.key(pid: bad) == nil) }
+    }
+
+    @Test func aStashedSessionReadsBackAndAnythingElseIsRefused() {
+        let session = SocketIORecovery.Session(sid: .random(), userId: "alice", namespace: "/chat", rooms: [RoomID("a")!, RoomID("b")!], heardAt: 9)
+        #expect(SocketIORecovery.Session(decoding: session.encoded) == session)
+        for bad in [
+            "", "{}", #"{"sid":"a b","user":"alice","ns":"/","rooms":[],"heard":1}"#,
+            #"{"sid":"\#(session.sid.rawValue)","user":"a b","ns":"/","rooms":[],"heard":1}"#,
+        ] {
+            #expect(SocketIORecovery.Session(decoding: Array(bad.utf8)) == nil)
+        }
+    }
+
     @Test func answersToAnEventWithAnAckIDAreItsAck() {
         let encoding = self.polling()
         let allocator = ByteBufferAllocator()

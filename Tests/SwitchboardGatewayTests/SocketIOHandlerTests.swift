@@ -16,8 +16,11 @@ import Testing
 @Suite struct SocketIOHandlerTests {
     typealias RecordingBroker = ConnectionHandlerTests.RecordingBroker
 
-    func node(_ configure: (inout GatewayConfiguration) -> Void = { _ in }) -> TestNode {
-        TestNode(configure) { RecordingBroker($0) }
+    func node(
+        _ configure: (inout GatewayConfiguration) -> Void = { _ in },
+        wallClock: @escaping @Sendable () -> Int64 = { 1_000_000 }
+    ) -> TestNode {
+        TestNode(configure, broker: { RecordingBroker($0) }, wallClock: wallClock)
     }
 
     func recording(_ node: TestNode) -> RecordingBroker { node.gateway.broker as! RecordingBroker }
@@ -410,5 +413,101 @@ import Testing
         #expect(!node.gateway.engines.contains("s2"))
         try await node.loop.submit { session.value.poll(answers.responder(5)) }.get()
         #expect(answers.take() == [#"5 400 {"code":1,"message":"Session ID unknown"}"#])
+    }
+
+    // MARK: Connection state recovery
+
+    /// Every text the client gets until `count` have come.
+    func texts(_ count: Int, from client: TestClient, on node: TestNode) async throws -> [String] {
+        var texts: [String] = []
+        try await node.settle {
+            texts += try await client.texts()
+            return texts.count >= count
+        }
+        return texts
+    }
+
+    @Test func aDroppedSocketThatReconnectsWithItsPidGetsItsIdAndWhatItsRoomsMissed() async throws {
+        let clock = Atomic<Int64>(1_000)
+        let node = self.node(
+            {
+                $0.presence = false
+                $0.socketIO.recoveryWindow = .seconds(60)
+            },
+            wallClock: { clock.load(ordering: .relaxed) }
+        )
+        let client = try await self.openWebSocket(node)
+        _ = try await client.texts()  // the open packet
+        try await client.send("40")
+        let reply = try #require(try await self.texts(1, from: client, on: node).first)
+        let json = try JSONValue.parse(Array(reply.dropFirst(2).utf8)).objectValue
+        let (id, pid) = (try #require(json?["sid"]?.stringValue), try #require(json?["pid"]?.stringValue))
+        #expect(reply == #"40{"sid":"\#(id)","pid":"\#(pid)"}"#)
+        for room in ["a", "b"] { try await client.send(#"42["joinRoom",{"roomId":"\#(room)"}]"#) }
+        _ = try await self.texts(2, from: client, on: node)
+        let bob = try await node.connect("bob")
+        for room in ["a", "b"] { try await bob.send(#"{"action":"joinRoom","roomId":"\#(room)"}"#) }
+        _ = try await bob.texts()
+        func send(_ room: String, _ message: String, at time: Int64) async throws {
+            clock.store(time, ordering: .relaxed)
+            try await bob.send(#"{"action":"sendMessage","roomId":"\#(room)","message":"\#(message)"}"#)
+            try await node.settle()
+        }
+        func event(_ room: String, _ message: String, _ offset: Int, at time: Int64) -> String {
+            #"42["message",{"action":"message","roomId":"\#(room)","message":"\#(message)","sender":"bob","timestamp":\#(time),"offset":\#(offset)},"\#(offset)@\#(room)"]"#
+        }
+        try await send("a", "a1", at: 2_000)
+        try await send("b", "b1", at: 3_000)
+        try await send("a", "a2", at: 4_000)
+        #expect(
+            try await self.texts(3, from: client, on: node) == [
+                event("a", "a1", 1, at: 2_000), event("b", "b1", 1, at: 3_000), event("a", "a2", 2, at: 4_000),
+            ]
+        )
+
+        // The transport drops; the socket's $disconnect runs, and it leaves its session for the window.
+        try await client.channel.close()
+        try await node.settle { self.recording(node).unregistered.withLock { $0.contains { $0.rawValue == id } } }
+        try await send("a", "a3", at: 5_000)
+        try await send("b", "b2", at: 6_000)
+
+        // The client saw `1@b` last: b resumes after 1; a from b1's timestamp on (a2 was written after b1).
+        let again = try await self.openWebSocket(node)
+        _ = try await again.texts()
+        try await again.send(#"40{"pid":"\#(pid)","offset":"1@b"}"#)
+        let recovered = try await self.texts(4, from: again, on: node)
+        #expect(
+            recovered == [
+                #"40{"sid":"\#(id)","pid":"\#(pid)"}"#, event("a", "a2", 2, at: 4_000), event("a", "a3", 3, at: 5_000),
+                event("b", "b2", 2, at: 6_000),
+            ]
+        )
+        #expect(await node.gateway.broker.connection(ConnectionID(id)!)?.rooms.map(\.rawValue) == ["a", "b"])
+        // Back in its rooms live.
+        try await send("b", "b3", at: 7_000)
+        #expect(try await self.texts(1, from: again, on: node) == [event("b", "b3", 3, at: 7_000)])
+
+        // A session is recovered once: the same pid again (the socket dropped without leaving it: a DISCONNECT)
+        // gets a new socket.
+        try await again.send("41")
+        try await node.settle { !self.recording(node).unregistered.withLock { $0.filter { $0.rawValue == id } }.dropFirst().isEmpty }
+        try await again.send(#"40{"pid":"\#(pid)","offset":"3@b"}"#)
+        let fresh = try #require(try await self.texts(1, from: again, on: node).first)
+        let freshJSON = try JSONValue.parse(Array(fresh.dropFirst(2).utf8)).objectValue
+        #expect(freshJSON?["sid"]?.stringValue != id)
+        #expect(freshJSON?["pid"]?.stringValue != pid)
+    }
+
+    @Test func aPidThatIsNotOneOfOursOrNamesNoSessionConnectsAFreshSocket() async throws {
+        let node = self.node { $0.socketIO.recoveryWindow = .seconds(60) }
+        for pid in ["nope", String(repeating: "x", count: 65), "a b", "../../etc", ""] {
+            let client = try await self.openWebSocket(node)
+            _ = try await client.texts()
+            try await client.send(#"40{"pid":\#(JSONValue.string(pid).jsonString),"offset":"1@a"}"#)
+            let reply = try #require(try await self.texts(1, from: client, on: node).first)
+            let json = try JSONValue.parse(Array(reply.dropFirst(2).utf8)).objectValue
+            #expect(json?["pid"]?.stringValue?.count == 20)
+            #expect(json?["pid"]?.stringValue != pid)
+        }
     }
 }

@@ -19,9 +19,11 @@ final class TestNode: Sendable {
     /// - Parameters:
     ///   - configure: changes to the default configuration.
     ///   - broker: the broker over this node's hub (in memory by default).
+    ///   - wallClock: milliseconds since 1970 for timestamps (fixed by default).
     init(
         _ configure: (inout GatewayConfiguration) -> Void = { _ in },
-        broker makeBroker: ((any LocalDelivery) -> any Broker)? = nil
+        broker makeBroker: ((any LocalDelivery) -> any Broker)? = nil,
+        wallClock: @escaping @Sendable () -> Int64 = { 1_000_000 }
     ) {
         var configuration = GatewayConfiguration()
         configure(&configuration)
@@ -34,7 +36,7 @@ final class TestNode: Sendable {
             broker: makeBroker?(hub) ?? InMemoryBroker(delivering: hub),
             hub: hub,
             logger: logger,
-            wallClock: { 1_000_000 },
+            wallClock: wallClock,
             integrations: nil,
             metrics: metrics,
             resources: try! GatewayResources.load()

@@ -142,6 +142,12 @@ public protocol Broker: Sendable {
     func history(of room: RoomID, after offset: Int64, limit: Int) async -> RoomHistory
     /// The room's last assigned offset (0 before its first message).
     func lastOffset(of room: RoomID) async -> Int64
+    /// Keeps a small value under `key` for `ttl`, on every node's view, replacing what was there: what a dropped
+    /// Socket.IO socket leaves for its reconnect (connection state recovery). Best effort: lost when the shared
+    /// state cannot be reached, or past the single-node bound.
+    func stash(_ value: [UInt8], under key: String, for ttl: Duration) async
+    /// Reads and forgets the value under `key`, once: `nil` when there is none, or it expired.
+    func takeStashed(_ key: String) async -> [UInt8]?
     /// Runs a command on a connection wherever it is.
     func send(_ command: ConnectionCommand, to connection: ConnectionID)
     /// The registry entry of a connection on any node, or `nil` when it is gone.

@@ -46,6 +46,16 @@ public final class InMemoryBroker: Broker {
         var entries = FIFO<(number: UInt64, entry: HistoryEntry)>()
     }
 
+    /// Stashed values (``stash(_:under:for:)``) and their expiry, oldest first: expiring costs O(entries dropped).
+    private struct Stash {
+        var values: [String: (value: [UInt8], expires: ContinuousClock.Instant)] = [:]
+        var order = FIFO<(key: String, expires: ContinuousClock.Instant)>()
+        var bytes = 0
+    }
+
+    /// The bounds of the stash: past either, the oldest entries go first, as a cache's would.
+    public static let maximumStashed = (count: 65_536, bytes: 64 << 20)
+
     private let local: any LocalDelivery
     public var localDelivery: any LocalDelivery { self.local }
     private let limits: HistoryLimits
@@ -53,6 +63,7 @@ public final class InMemoryBroker: Broker {
     private let byRoom = Striped(Rooms())
     private let byConnection = Striped(Connections())
     private let kept = Mutex(Kept())
+    private let stashed = Mutex(Stash())
     /// Rooms with members, counted as they appear and disappear, so reading it takes no lock.
     private let roomCount = Atomic(0)
 
@@ -207,6 +218,36 @@ public final class InMemoryBroker: Broker {
 
     public func send(_ command: ConnectionCommand, to connection: ConnectionID) {
         self.local.perform(command, on: connection)
+    }
+
+    public func stash(_ value: [UInt8], under key: String, for ttl: Duration) async {
+        let (now, bounds) = (self.now(), Self.maximumStashed)
+        guard value.count <= bounds.bytes else { return }
+        self.stashed.withLock { stash in
+            if let replaced = stash.values.removeValue(forKey: key) { stash.bytes -= replaced.value.count }
+            while let first = stash.order.first,
+                first.expires <= now || stash.order.count >= bounds.count || stash.bytes + value.count > bounds.bytes
+            {
+                stash.order.removeFirst()
+                // The key may have been taken, or stashed again since: only this entry's value goes.
+                if let kept = stash.values[first.key], kept.expires == first.expires {
+                    stash.values[first.key] = nil
+                    stash.bytes -= kept.value.count
+                }
+            }
+            stash.values[key] = (value, now + ttl)
+            stash.order.append((key, now + ttl))
+            stash.bytes += value.count
+        }
+    }
+
+    public func takeStashed(_ key: String) async -> [UInt8]? {
+        let now = self.now()
+        return self.stashed.withLock { stash in
+            guard let kept = stash.values.removeValue(forKey: key) else { return nil }
+            stash.bytes -= kept.value.count
+            return kept.expires > now ? kept.value : nil
+        }
     }
 
     public func connection(_ id: ConnectionID) async -> RegisteredConnection? {

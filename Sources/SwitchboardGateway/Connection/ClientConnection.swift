@@ -35,6 +35,13 @@ protocol ClientTransport: AnyObject {
     func encodeReply(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer
     /// The message being routed is done with (its backend call, if any, answered).
     func messageDone()
+    /// What to do once the ended connection is off the registry, given the rooms it was in: a dropped Socket.IO
+    /// socket leaves what its reconnect needs to recover (``SocketIORecovery``).
+    func afterUnregistered(rooms: Set<RoomID>) -> (@Sendable () async -> Void)?
+}
+
+extension ClientTransport {
+    func afterUnregistered(rooms: Set<RoomID>) -> (@Sendable () async -> Void)? { nil }
 }
 
 /// One client connection speaking the seed protocol, whatever carries it: routing, the built-in apps,
@@ -143,6 +150,14 @@ final class ClientConnection: Connection {
         }
     }
 
+    /// A recovered Socket.IO socket rejoins its rooms, each replayed after the offset `points` finds for it (off
+    /// the loop); the client's own messages meanwhile wait behind the rejoins, in order.
+    func recover(_ points: @escaping @Sendable () async -> [(room: RoomID, after: Int64)]) {
+        self.awaitBackend(points) { result in
+            for (room, after) in (try? result.get()) ?? [] { self.carryOut(self.machine.rejoining(room, after: after)) }
+        }
+    }
+
     /// The transport let go (its handler was removed): nothing more is written.
     func detach() {
         self.transport = nil
@@ -201,6 +216,10 @@ final class ClientConnection: Connection {
             if !self.machine.awaitingBackend { transport.messageDone() }
         case .run(.command(.join(let room))):
             self.join(room, after: nil)
+        case .run(.rejoin(let room, let after)):
+            let now = self.gateway.wallClock()
+            guard self.mayUse(room, now: now), self.machine.mayJoin(room) else { break }
+            self.join(room, after: after, announce: false)
         case .run(.command(.leave(let room))):
             self.leave(room)
         case .run(.command(.close)):
@@ -409,10 +428,10 @@ final class ClientConnection: Connection {
         }
     }
 
-    /// Joins a room: `joinedRoom` (with the room's current offset), then, for a client rejoining with the last
-    /// offset it saw, what it missed or `historyLost`. Messages published meanwhile may arrive twice; offsets let
-    /// clients drop what they have already seen.
-    private func join(_ room: RoomID, after: Int64?) {
+    /// Joins a room: `joinedRoom` (with the room's current offset; left out for a recovered socket, whose client
+    /// did not ask), then, for a client rejoining with the last offset it saw, what it missed or `historyLost`.
+    /// Messages published meanwhile may arrive twice; offsets let clients drop what they have already seen.
+    private func join(_ room: RoomID, after: Int64?, announce: Bool = true) {
         let (broker, member, limit) = (self.gateway.broker, self.member, self.gateway.configuration.maxMembersListed)
         let page = self.replayPage
         self.awaitBackend {
@@ -440,7 +459,7 @@ final class ClientConnection: Connection {
                         to: .room(room, excluding: member.connection)
                     )
                 }
-                self.reply(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count, offset: offset))
+                if announce { self.reply(ServerFrames.joinedRoom(room, members: roster.userIds, memberCount: roster.count, offset: offset)) }
                 switch missed {
                 case .messages(let entries): self.replay(room, entries, upTo: offset)
                 case .lost(let oldest): self.send(ServerFrames.historyLost(room, lastOffset: after ?? 0, oldestOffset: oldest, timestamp: now))
@@ -578,6 +597,7 @@ final class ClientConnection: Connection {
             "disconnected",
             metadata: ["connectionId": "\(self.info.id)", "closeCode": "\(status.code)", "closeReason": "\(status.reason)"]
         )
-        self.lease.end(.init(info: self.info, rooms: self.machine.rooms, status: status))
+        let rooms = self.machine.rooms
+        self.lease.end(.init(info: self.info, rooms: rooms, status: status, afterwards: self.transport?.afterUnregistered(rooms: rooms)))
     }
 }

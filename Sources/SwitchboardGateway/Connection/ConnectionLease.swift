@@ -74,6 +74,8 @@ final class ConnectionLease: Sendable {
         var info: ConnectionInfo
         var rooms: Set<RoomID>
         var status: ConnectionStateMachine.CloseStatus
+        /// Runs once the connection is off the registry, before its rooms and backend hear it left.
+        var afterwards: (@Sendable () async -> Void)? = nil
     }
 
     /// Gives everything back, once: the slot and the user's count at once (not after a slow backend), then, off
@@ -107,7 +109,9 @@ final class ConnectionLease: Sendable {
             }
             // Gone from the registry (as on API Gateway, where posting to it during `$disconnect` is a
             // GoneException) before its rooms and its backend hear of it.
-            if await gateway.broker.unregister(id), let departure {
+            let owned = await gateway.broker.unregister(id)
+            await departure?.afterwards?()
+            if owned, let departure {
                 await gateway.announceDeparture(departure.info, rooms: departure.rooms, status: departure.status)
             }
             if held.active { gateway.activeConnections.subtract(1, ordering: .relaxed) }

@@ -61,6 +61,8 @@ struct ConnectionStateMachine {
     enum Work: Equatable {
         case message(ByteBuffer, isText: Bool)
         case command(ConnectionCommand)
+        /// A recovered Socket.IO socket rejoins a room it was in, replayed after `after`.
+        case rejoin(RoomID, after: Int64)
     }
 
     enum Action: Equatable {
@@ -237,6 +239,12 @@ struct ConnectionStateMachine {
         if case .close(let code, let reason) = command { return self.closeRequested(CloseStatus(code: code, reason: reason)) }
         guard self.isOpen else { return .none }
         return self.enqueue(.command(command))
+    }
+
+    /// A recovered socket rejoins one of its rooms, in order with what the client sends meanwhile.
+    mutating func rejoining(_ room: RoomID, after: Int64) -> Action {
+        guard self.isOpen else { return .none }
+        return self.enqueue(.rejoin(room, after: after))
     }
 
     private mutating func enqueue(_ work: Work) -> Action {

@@ -124,7 +124,10 @@ final class EngineConnection {
         )
         (self.sid, self.eventLoop, self.gateway, self.head, self.remoteAddress) = (sid, eventLoop, gateway, head, remoteAddress)
         self.engine = EngineSession.open(sid: sid, transport: transport, configuration: configuration, now: now).session
-        self.socket = SocketIOSession(configuration: .init(connectTimeout: TimeAmount(settings.connectTimeout)), now: now)
+        self.socket = SocketIOSession(
+            configuration: .init(connectTimeout: TimeAmount(settings.connectTimeout), connectionStateRecovery: settings.recoveryWindow != nil),
+            now: now
+        )
         self.nextHeartbeatEvent = settings.heartbeatEventInterval.map { now + TimeAmount($0) }
     }
 
@@ -322,8 +325,8 @@ final class EngineConnection {
             switch action {
             case .send(let messages):
                 for message in messages { self.run(self.engine.send(message), current: nil) }
-            case .authorize(let namespace, let auth, _):
-                self.admit(namespace, auth: auth?.objectValue)
+            case .authorize(let namespace, let auth, let recovery):
+                self.admit(namespace, auth: auth?.objectValue, recovery: recovery)
             case .event(let namespace, let name, let arguments, let ackID):
                 self.namespaces[namespace]?.received(name, arguments, ackID: ackID)
             case .ack:
@@ -331,6 +334,8 @@ final class EngineConnection {
             case .disconnected(let namespace, let reason):
                 guard let joined = self.namespaces.removeValue(forKey: namespace) else { continue }
                 let clean = reason == "client namespace disconnect" || reason == "transport close"
+                // As in the reference server, only the client's own DISCONNECT ends a socket for good.
+                joined.recoverable = reason != "client namespace disconnect"
                 joined.connection.protocolEnded(.init(code: clean ? CloseCode.normal : CloseCode.abnormal, reason: reason))
                 joined.connection.closed()
             case .close(let error):
@@ -342,10 +347,29 @@ final class EngineConnection {
 
     // MARK: Namespaces
 
-    /// A namespace CONNECT: the same admission as a WebSocket's `$connect` (drain, the connection limits, JWT from
-    /// `auth.token` or the handshake, per-user limit, the `$connect` integration, registration), answered with
-    /// CONNECT or CONNECT_ERROR. The Engine.IO session stays open either way.
-    private func admit(_ namespace: String, auth: JSONObject?) {
+    /// What a reconnecting socket resumes: the session its `pid` left, and the client's last offset.
+    private struct Restoring {
+        var session: SocketIORecovery.Session
+        var pid: String
+        var offset: String
+    }
+
+    /// A namespace CONNECT. One naming a `pid` (connection state recovery) first takes the session that `pid` left,
+    /// which is then admitted like any CONNECT and gets its id and rooms back.
+    private func admit(_ namespace: String, auth: JSONObject?, recovery: SocketIOSession.Recovery?) {
+        guard let recovery, let key = SocketIORecovery.key(pid: recovery.pid) else { return self.admit(namespace, auth: auth, restoring: nil) }
+        let broker = self.gateway.broker
+        self.eventLoop.makeFutureWithTask { await broker.takeStashed(key) }.assumeIsolated().whenSuccess { stashed in
+            let session = stashed.flatMap(SocketIORecovery.Session.init(decoding:))
+            guard let session, session.namespace == namespace else { return self.admit(namespace, auth: auth, restoring: nil) }
+            self.admit(namespace, auth: auth, restoring: Restoring(session: session, pid: recovery.pid, offset: recovery.offset))
+        }
+    }
+
+    /// The same admission as a WebSocket's `$connect` (drain, the connection limits, JWT from `auth.token` or the
+    /// handshake, per-user limit, the `$connect` integration, registration), answered with CONNECT or CONNECT_ERROR.
+    /// The Engine.IO session stays open either way. A restored socket must be its session's user.
+    private func admit(_ namespace: String, auth: JSONObject?, restoring: Restoring?) {
         let gateway = self.gateway
         guard gateway.configuration.socketIO.namespaces.contains(namespace) else {
             self.runSocket(self.socket.decide(namespace, .unknownNamespace))
@@ -355,9 +379,9 @@ final class EngineConnection {
             self.runSocket(self.socket.decide(namespace, .refuse(message: message, data: nil)))
         }
         guard !gateway.isDraining else { return refuse("Server is draining; reconnect to another node") }
-        let id = ConnectionID.random()
+        let id = restoring?.session.sid ?? ConnectionID.random()
         let query = RequestTarget(self.head.uri).query
-        var userId = id.rawValue
+        var userId = restoring?.session.userId ?? id.rawValue
         if let requested = auth?["userId"]?.stringValue ?? query["userId"] {
             if let problem = Name.problem(with: requested, field: "userId") { return refuse(problem) }
             userId = requested
@@ -387,8 +411,11 @@ final class EngineConnection {
         let candidate = Admission.Candidate(info: info, token: token, subprotocol: nil, lease: lease)
         let finish: (Result<(ConnectionInfo, VerifiedClaims?), any Error>) -> Void = { result in
             switch result {
+            case .success(let (info, _)) where restoring != nil && info.userId != restoring?.session.userId:
+                lease.end(nil)
+                refuse("Unauthorized: the session to recover belongs to another user")
             case .success(let (info, claims)) where !self.engine.isClosed:
-                self.join(namespace, info: info, claims: claims, lease: lease)
+                self.join(namespace, info: info, claims: claims, lease: lease, restoring: restoring)
             case .success:
                 lease.end(nil)  // the session ended during the checks
             case .failure(let error):
@@ -408,7 +435,7 @@ final class EngineConnection {
             .whenComplete(finish)
     }
 
-    private func join(_ namespace: String, info: ConnectionInfo, claims: VerifiedClaims?, lease: ConnectionLease) {
+    private func join(_ namespace: String, info: ConnectionInfo, claims: VerifiedClaims?, lease: ConnectionLease, restoring: Restoring?) {
         lease.open()
         let connection = ClientConnection(
             info: info,
@@ -420,10 +447,23 @@ final class EngineConnection {
             eventLoop: self.eventLoop,
             encoding: self.gateway.socketIOEncoding(namespace, self.transport)
         )
-        let joined = SocketIONamespace(namespace, engine: self, connection: connection)
+        // The reply repeats a restored socket's `pid`: that is what tells socket.io-client it recovered.
+        let pid = restoring?.pid ?? (self.gateway.configuration.socketIO.recoveryWindow == nil ? nil : SocketIORecovery.newPID())
+        let joined = SocketIONamespace(namespace, engine: self, connection: connection, pid: pid)
         self.namespaces[namespace] = joined
-        self.runSocket(self.socket.decide(namespace, .accept(sid: info.id.rawValue, pid: nil)))
+        self.runSocket(self.socket.decide(namespace, .accept(sid: info.id.rawValue, pid: pid)))
         connection.start(joined, active: true, metadata: ["transport": "socket.io", "namespace": "\(namespace)"])
+        if let restoring {
+            let broker = self.gateway.broker
+            connection.recover {
+                await SocketIORecovery.resumePoints(
+                    restoring.session,
+                    offset: restoring.offset,
+                    droppedBefore: restoring.session.heardAt,
+                    broker: broker
+                )
+            }
+        }
     }
 
     /// The server ends a namespace's connection (`DELETE @connections`, token expiry, idle): DISCONNECT, then
@@ -483,8 +523,34 @@ final class SocketIONamespace: ClientTransport {
     /// The ack id of the event being routed, until its answer (or an empty ACK) goes out.
     private var currentAck: Int?
 
-    init(_ name: String, engine: EngineConnection, connection: ClientConnection) {
-        (self.name, self.engine, self.connection) = (name, engine, connection)
+    /// The private session id a reconnect names to recover this socket; `nil` with recovery off.
+    let pid: String?
+    /// Set when the socket ends other than by a DISCONNECT: it leaves its session for a reconnect.
+    var recoverable = false
+
+    init(_ name: String, engine: EngineConnection, connection: ClientConnection, pid: String?) {
+        (self.name, self.engine, self.connection, self.pid) = (name, engine, connection, pid)
+    }
+
+    /// With recovery on, a socket that dropped leaves its id, user and rooms under its `pid` for the window. Written
+    /// only once the old socket is off the registry, so the restored one never meets it there.
+    func afterUnregistered(rooms: Set<RoomID>) -> (@Sendable () async -> Void)? {
+        let settings = self.connection.gateway.configuration.socketIO
+        guard self.recoverable, let pid = self.pid, let window = settings.recoveryWindow, let key = SocketIORecovery.key(pid: pid) else {
+            return nil
+        }
+        let info = self.connection.info
+        // Everything written before the last ping the client answered was read; that is within this long.
+        let heardAt = self.connection.gateway.wallClock() - Int64((settings.pingInterval + settings.pingTimeout).components.seconds) * 1000
+        let session = SocketIORecovery.Session(
+            sid: info.id,
+            userId: info.userId,
+            namespace: self.name,
+            rooms: rooms.sorted { $0.rawValue < $1.rawValue },
+            heardAt: heardAt
+        )
+        let broker = self.connection.gateway.broker
+        return { await broker.stash(session.encoded, under: key, for: window) }
     }
 
     /// An EVENT: the message the route sees is `arg0` when it is an object (with `"action": name` added if it has

@@ -13,9 +13,13 @@ final class SocketIOEncoding: FrameEncoding {
     let transport: EngineSession.Transport
     let pushEvent: String
     let maxFrameBytes: Int
+    /// Connection state recovery is on: room messages carry `"<offset>@<room>"` as their last argument
+    /// (``SocketIORecovery``), the same for every member.
+    let offsets: Bool
 
-    init(namespace: String, transport: EngineSession.Transport, pushEvent: String, maxFrameBytes: Int) {
+    init(namespace: String, transport: EngineSession.Transport, pushEvent: String, maxFrameBytes: Int, offsets: Bool = false) {
         (self.namespace, self.transport, self.pushEvent, self.maxFrameBytes) = (namespace, transport, pushEvent, maxFrameBytes)
+        self.offsets = offsets
     }
 
     func encode(_ kind: OutboundFrame.Kind, _ payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
@@ -49,8 +53,15 @@ final class SocketIOEncoding: FrameEncoding {
         // Not JSON: the text as a string argument.
         let argument = json == nil ? JSONValue.string(String(decoding: bytes, as: UTF8.self)).jsonString : String(decoding: bytes, as: UTF8.self)
         if let ackID { return [.text("3" + prefix + String(ackID) + "[" + argument + "]")] }
-        let name = json?.objectValue?["action"]?.stringValue ?? self.pushEvent
-        return [.text("2" + prefix + "[" + JSONValue.string(name).jsonString + "," + argument + "]")]
+        let object = json?.objectValue
+        let name = object?["action"]?.stringValue ?? self.pushEvent
+        var offset = ""
+        if self.offsets, name == "message", let room = object?["roomId"]?.stringValue, case .number(let number)? = object?["offset"],
+            let value = Int64(number)
+        {
+            offset = "," + JSONValue.string(SocketIORecovery.offset(value, in: room)).jsonString
+        }
+        return [.text("2" + prefix + "[" + JSONValue.string(name).jsonString + "," + argument + offset + "]")]
     }
 
     /// On a WebSocket, one RFC 6455 message per Engine.IO message; on polling, the payload records (`4…`, `b…`)
