@@ -60,6 +60,8 @@ public final class Gateway: Service {
             // A dead node's connections: their rooms hear `userLeft` and their `$disconnect` runs, once, here.
             redis.whenSwept { info, rooms in
                 gateway.metrics.disconnected(code: CloseCode.abnormal)
+                // A Socket.IO socket of the dead node is left for its reconnect, as if its node had dropped it.
+                await SocketIORecovery.leave(info, rooms: rooms, heardAt: info.connectedAt, gateway: gateway)
                 await gateway.announceDeparture(info, rooms: rooms, status: .init(code: CloseCode.abnormal, reason: "node lost"))
             }
             // Engine.IO requests relayed between nodes (sessions without sticky load balancing), and their answers.

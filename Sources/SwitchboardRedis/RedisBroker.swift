@@ -863,11 +863,15 @@ public final class RedisBroker: Broker {
 
     static func encode(_ info: ConnectionInfo) -> [UInt8] {
         let authorizer = info.authorizer.sorted { $0.key < $1.key }.map { JSONObject.Member($0.key, .string($0.value)) }
-        let value: JSONValue = [
+        var value: JSONValue = [
             "id": .string(info.id.rawValue), "userId": .string(info.userId), "connectedAt": .number(String(info.connectedAt)),
             "sourceIp": .string(info.sourceIp), "userAgent": .string(info.userAgent), "stage": info.stage.map(JSONValue.string) ?? .null,
             "domainName": .string(info.domainName), "authorizer": .object(JSONObject(authorizer)),
         ]
+        if let recoverable = info.recoverable, case .object(var object) = value {
+            object.members.append(.init("recoverable", ["pid": .string(recoverable.pid), "ns": .string(recoverable.namespace)]))
+            value = .object(object)
+        }
         return value.jsonBytes
     }
 
@@ -877,6 +881,10 @@ public final class RedisBroker: Broker {
         else { return nil }
         var authorizer: [String: String] = [:]
         for member in object["authorizer"]?.objectValue?.members ?? [] { authorizer[member.key] = member.value.stringValue }
+        let recoverable = object["recoverable"]?.objectValue.flatMap { recoverable -> ConnectionInfo.Recoverable? in
+            guard let pid = recoverable["pid"]?.stringValue, let namespace = recoverable["ns"]?.stringValue else { return nil }
+            return ConnectionInfo.Recoverable(pid: pid, namespace: namespace)
+        }
         return ConnectionInfo(
             id: id,
             userId: userId,
@@ -885,7 +893,8 @@ public final class RedisBroker: Broker {
             userAgent: object["userAgent"]?.stringValue ?? "",
             stage: object["stage"]?.stringValue,
             domainName: object["domainName"]?.stringValue ?? "",
-            authorizer: authorizer
+            authorizer: authorizer,
+            recoverable: recoverable
         )
     }
 }

@@ -43,8 +43,13 @@ import Testing
     @Test func aRecoveryOffsetParsesOnlyAsItWasMade() {
         #expect(SocketIORecovery.parseOffset("42@lobby").map { "\($0.offset)@\($0.room)" } == "42@lobby")
         for bad in ["", "@a", "x@a", "-1@a", "99999999999999999999@a", "1@", "1", "hello"] { #expect(SocketIORecovery.parseOffset(bad) == nil) }
-        #expect(SocketIORecovery.key(pid: SocketIORecovery.newPID()) != nil)
-        for bad in ["", "a b", "a/b", "é", String(repeating: "a", count: 65)] { #expect(SocketIORecovery.key(pid: bad) == nil) }
+        let sid = ConnectionID.random()
+        #expect(SocketIORecovery.socket(named: SocketIORecovery.newPID(for: sid)) == sid)
+        for bad in [
+            "", "a b", "a/b", ".\(sid)", "abc.\(sid)", String(repeating: "a", count: 20) + ".a b", String(repeating: "é", count: 10) + ".\(sid)",
+        ] {
+            #expect(SocketIORecovery.socket(named: bad) == nil)
+        }
     }
 
     @Test func aStashedSessionReadsBackAndAnythingElseIsRefused() {

@@ -451,7 +451,7 @@ import Testing
         func send(_ room: String, _ message: String, at time: Int64) async throws {
             clock.store(time, ordering: .relaxed)
             try await bob.send(#"{"action":"sendMessage","roomId":"\#(room)","message":"\#(message)"}"#)
-            try await node.settle()
+            try await node.settle { try await !bob.texts().isEmpty }  // its own copy: sent at `time`
         }
         func event(_ room: String, _ message: String, _ offset: Int, at time: Int64) -> String {
             #"42["message",{"action":"message","roomId":"\#(room)","message":"\#(message)","sender":"bob","timestamp":\#(time),"offset":\#(offset)},"\#(offset)@\#(room)"]"#
@@ -498,16 +498,51 @@ import Testing
         #expect(freshJSON?["pid"]?.stringValue != pid)
     }
 
+    /// The client reconnected before its old socket's node noticed the drop (a half-open TCP connection, a polling
+    /// session waiting for its ping timeout): the reconnect takes the old socket over at once.
+    @Test func aReconnectNamingASocketStillRunningTakesItOver() async throws {
+        let node = self.node {
+            $0.presence = false
+            $0.socketIO.recoveryWindow = .seconds(60)
+        }
+        let old = try await self.openWebSocket(node)
+        _ = try await old.texts()
+        try await old.send("40")
+        let reply = try #require(try await self.texts(1, from: old, on: node).first)
+        let json = try JSONValue.parse(Array(reply.dropFirst(2).utf8)).objectValue
+        let (id, pid) = (try #require(json?["sid"]?.stringValue), try #require(json?["pid"]?.stringValue))
+        try await old.send(#"42["joinRoom",{"roomId":"a"}]"#)
+        _ = try await self.texts(1, from: old, on: node)
+        let bob = try await node.connect("bob")
+        try await bob.send(#"{"action":"joinRoom","roomId":"a"}"#)
+        _ = try await self.texts(1, from: bob, on: node)
+        try await bob.send(#"{"action":"sendMessage","roomId":"a","message":"m1"}"#)
+        #expect(try await self.texts(1, from: old, on: node).first?.hasSuffix(#","1@a"]"#) == true)
+
+        let again = try await self.openWebSocket(node)
+        _ = try await again.texts()
+        try await again.send(#"40{"pid":"\#(pid)","offset":"1@a"}"#)
+        #expect(try await self.texts(1, from: again, on: node) == [#"40{"sid":"\#(id)","pid":"\#(pid)"}"#])
+        #expect(try await old.texts() == ["41"])  // the old socket was ended, without its client's DISCONNECT
+        _ = try await bob.texts()
+        try await bob.send(#"{"action":"sendMessage","roomId":"a","message":"m2"}"#)
+        #expect(try await self.texts(1, from: again, on: node).first?.hasSuffix(#","2@a"]"#) == true)
+        #expect(try await old.texts().isEmpty)
+        #expect(self.recording(node).unregistered.withLock { $0.map(\.rawValue) } == [id])
+    }
+
     @Test func aPidThatIsNotOneOfOursOrNamesNoSessionConnectsAFreshSocket() async throws {
         let node = self.node { $0.socketIO.recoveryWindow = .seconds(60) }
-        for pid in ["nope", String(repeating: "x", count: 65), "a b", "../../etc", ""] {
+        let unknown = SocketIORecovery.newPID(for: .random())
+        for pid in ["nope", String(repeating: "x", count: 165), "a b", "../../etc", "", unknown] {
             let client = try await self.openWebSocket(node)
             _ = try await client.texts()
             try await client.send(#"40{"pid":\#(JSONValue.string(pid).jsonString),"offset":"1@a"}"#)
             let reply = try #require(try await self.texts(1, from: client, on: node).first)
             let json = try JSONValue.parse(Array(reply.dropFirst(2).utf8)).objectValue
-            #expect(json?["pid"]?.stringValue?.count == 20)
-            #expect(json?["pid"]?.stringValue != pid)
+            let given = try #require(json?["pid"]?.stringValue)
+            #expect(given != pid)
+            #expect(SocketIORecovery.socket(named: given)?.rawValue == json?["sid"]?.stringValue)
         }
     }
 }

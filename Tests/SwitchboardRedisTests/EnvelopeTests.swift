@@ -1,3 +1,4 @@
+import SwitchboardCore
 import Testing
 
 @testable import SwitchboardRedis
@@ -12,5 +13,13 @@ import Testing
             return
         }
         #expect(bytes == payload)
+    }
+
+    /// A registry entry keeps a Socket.IO socket's recovery identity, which a survivor needs when it sweeps the node.
+    @Test func aRegistryEntryKeepsWhatRecoveryNeeds() throws {
+        var info = ConnectionInfo(id: .random(), userId: "u", connectedAt: 5, sourceIp: "10.0.0.1", userAgent: "ua", stage: nil)
+        #expect(RedisBroker.decode(RedisBroker.encode(info)) == info)
+        info.recoverable = .init(pid: "p.x", namespace: "/chat")
+        #expect(RedisBroker.decode(RedisBroker.encode(info)) == info)
     }
 }

@@ -15,6 +15,20 @@ public struct ConnectionInfo: Sendable, Hashable {
     /// What `$connect` attached (an integration's `context`, JWT claims): integrations receive it as
     /// `requestContext.authorizer`.
     public var authorizer: [String: String]
+    /// A Socket.IO socket with connection state recovery on: its private session id and namespace, kept with its
+    /// registration so that whoever ends it (its node, or a survivor sweeping a dead node) can leave it for its
+    /// reconnect. Never reported.
+    public var recoverable: Recoverable?
+
+    public struct Recoverable: Sendable, Hashable {
+        public var pid: String
+        public var namespace: String
+
+        public init(pid: String, namespace: String) {
+            self.pid = pid
+            self.namespace = namespace
+        }
+    }
 
     public init(
         id: ConnectionID,
@@ -24,7 +38,8 @@ public struct ConnectionInfo: Sendable, Hashable {
         userAgent: String,
         stage: String?,
         domainName: String = "localhost",
-        authorizer: [String: String] = [:]
+        authorizer: [String: String] = [:],
+        recoverable: Recoverable? = nil
     ) {
         self.id = id
         self.userId = userId
@@ -34,6 +49,7 @@ public struct ConnectionInfo: Sendable, Hashable {
         self.stage = stage
         self.domainName = domainName
         self.authorizer = authorizer
+        self.recoverable = recoverable
     }
 }
 

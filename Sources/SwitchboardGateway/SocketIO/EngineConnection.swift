@@ -357,10 +357,10 @@ final class EngineConnection {
     /// A namespace CONNECT. One naming a `pid` (connection state recovery) first takes the session that `pid` left,
     /// which is then admitted like any CONNECT and gets its id and rooms back.
     private func admit(_ namespace: String, auth: JSONObject?, recovery: SocketIOSession.Recovery?) {
-        guard let recovery, let key = SocketIORecovery.key(pid: recovery.pid) else { return self.admit(namespace, auth: auth, restoring: nil) }
-        let broker = self.gateway.broker
-        self.eventLoop.makeFutureWithTask { await broker.takeStashed(key) }.assumeIsolated().whenSuccess { stashed in
-            let session = stashed.flatMap(SocketIORecovery.Session.init(decoding:))
+        guard let recovery, SocketIORecovery.socket(named: recovery.pid) != nil else { return self.admit(namespace, auth: auth, restoring: nil) }
+        let gateway = self.gateway
+        self.eventLoop.makeFutureWithTask { await SocketIORecovery.take(pid: recovery.pid, gateway: gateway) }.assumeIsolated().whenSuccess {
+            session in
             guard let session, session.namespace == namespace else { return self.admit(namespace, auth: auth, restoring: nil) }
             self.admit(namespace, auth: auth, restoring: Restoring(session: session, pid: recovery.pid, offset: recovery.offset))
         }
@@ -380,6 +380,8 @@ final class EngineConnection {
         }
         guard !gateway.isDraining else { return refuse("Server is draining; reconnect to another node") }
         let id = restoring?.session.sid ?? ConnectionID.random()
+        // The reply repeats a restored socket's `pid`: that is what tells socket.io-client it recovered.
+        let pid = restoring?.pid ?? (gateway.configuration.socketIO.recoveryWindow == nil ? nil : SocketIORecovery.newPID(for: id))
         let query = RequestTarget(self.head.uri).query
         var userId = restoring?.session.userId ?? id.rawValue
         if let requested = auth?["userId"]?.stringValue ?? query["userId"] {
@@ -406,7 +408,8 @@ final class EngineConnection {
             sourceIp: self.remoteAddress?.ipAddress ?? "",
             userAgent: self.head.headers.first(name: "user-agent") ?? "",
             stage: nil,
-            domainName: self.head.headers.first(name: "host") ?? "localhost"
+            domainName: self.head.headers.first(name: "host") ?? "localhost",
+            recoverable: pid.map { ConnectionInfo.Recoverable(pid: $0, namespace: namespace) }
         )
         let candidate = Admission.Candidate(info: info, token: token, subprotocol: nil, lease: lease)
         let finish: (Result<(ConnectionInfo, VerifiedClaims?), any Error>) -> Void = { result in
@@ -416,6 +419,10 @@ final class EngineConnection {
                 refuse("Unauthorized: the session to recover belongs to another user")
             case .success(let (info, claims)) where !self.engine.isClosed:
                 self.join(namespace, info: info, claims: claims, lease: lease, restoring: restoring)
+            case .success(let (info, _)) where restoring != nil:
+                lease.end(nil)  // the session ended during the checks: what it was to resume stays for the next try
+                let session = restoring!.session
+                Task { await SocketIORecovery.leave(info, rooms: session.rooms, heardAt: session.heardAt, gateway: gateway) }
             case .success:
                 lease.end(nil)  // the session ended during the checks
             case .failure(let error):
@@ -447,11 +454,9 @@ final class EngineConnection {
             eventLoop: self.eventLoop,
             encoding: self.gateway.socketIOEncoding(namespace, self.transport)
         )
-        // The reply repeats a restored socket's `pid`: that is what tells socket.io-client it recovered.
-        let pid = restoring?.pid ?? (self.gateway.configuration.socketIO.recoveryWindow == nil ? nil : SocketIORecovery.newPID())
-        let joined = SocketIONamespace(namespace, engine: self, connection: connection, pid: pid)
+        let joined = SocketIONamespace(namespace, engine: self, connection: connection)
         self.namespaces[namespace] = joined
-        self.runSocket(self.socket.decide(namespace, .accept(sid: info.id.rawValue, pid: pid)))
+        self.runSocket(self.socket.decide(namespace, .accept(sid: info.id.rawValue, pid: info.recoverable?.pid)))
         connection.start(joined, active: true, metadata: ["transport": "socket.io", "namespace": "\(namespace)"])
         if let restoring {
             let broker = self.gateway.broker
@@ -471,6 +476,7 @@ final class EngineConnection {
     func disconnect(_ namespace: SocketIONamespace, _ status: ConnectionStateMachine.CloseStatus) {
         guard self.namespaces[namespace.name] === namespace else { return }
         self.namespaces.removeValue(forKey: namespace.name)
+        namespace.recoverable = status.reason == SocketIORecovery.takeoverReason
         self.runSocket(self.socket.disconnect(namespace: namespace.name))
         namespace.connection.protocolEnded(status)
         namespace.connection.closed()
@@ -523,34 +529,20 @@ final class SocketIONamespace: ClientTransport {
     /// The ack id of the event being routed, until its answer (or an empty ACK) goes out.
     private var currentAck: Int?
 
-    /// The private session id a reconnect names to recover this socket; `nil` with recovery off.
-    let pid: String?
-    /// Set when the socket ends other than by a DISCONNECT: it leaves its session for a reconnect.
+    /// Set when the socket ends other than by a DISCONNECT: it is left for its reconnect (with recovery on).
     var recoverable = false
 
-    init(_ name: String, engine: EngineConnection, connection: ClientConnection, pid: String?) {
-        (self.name, self.engine, self.connection, self.pid) = (name, engine, connection, pid)
+    init(_ name: String, engine: EngineConnection, connection: ClientConnection) {
+        (self.name, self.engine, self.connection) = (name, engine, connection)
     }
 
-    /// With recovery on, a socket that dropped leaves its id, user and rooms under its `pid` for the window. Written
-    /// only once the old socket is off the registry, so the restored one never meets it there.
     func afterUnregistered(rooms: Set<RoomID>) -> (@Sendable () async -> Void)? {
-        let settings = self.connection.gateway.configuration.socketIO
-        guard self.recoverable, let pid = self.pid, let window = settings.recoveryWindow, let key = SocketIORecovery.key(pid: pid) else {
-            return nil
-        }
-        let info = self.connection.info
+        guard self.recoverable, self.connection.info.recoverable != nil else { return nil }
+        let (info, gateway) = (self.connection.info, self.connection.gateway)
         // Everything written before the last ping the client answered was read; that is within this long.
-        let heardAt = self.connection.gateway.wallClock() - Int64((settings.pingInterval + settings.pingTimeout).components.seconds) * 1000
-        let session = SocketIORecovery.Session(
-            sid: info.id,
-            userId: info.userId,
-            namespace: self.name,
-            rooms: rooms.sorted { $0.rawValue < $1.rawValue },
-            heardAt: heardAt
-        )
-        let broker = self.connection.gateway.broker
-        return { await broker.stash(session.encoded, under: key, for: window) }
+        let settings = gateway.configuration.socketIO
+        let heardAt = gateway.wallClock() - Int64((settings.pingInterval + settings.pingTimeout).components.seconds) * 1000
+        return { await SocketIORecovery.leave(info, rooms: rooms, heardAt: heardAt, gateway: gateway) }
     }
 
     /// An EVENT: the message the route sees is `arg0` when it is an object (with `"action": name` added if it has

@@ -1,3 +1,4 @@
+import SwitchboardConfiguration
 import SwitchboardCore
 
 /// Connection state recovery (Socket.IO 4.6+) on Switchboard's rooms and their history, whatever node the client
@@ -52,8 +53,9 @@ enum SocketIORecovery {
         static let maximumRooms = 100_000
     }
 
-    /// A new private session id: 120 random bits in the connection id's alphabet.
-    static func newPID() -> String {
+    /// A new private session id for socket `sid`: 120 random bits in the connection id's alphabet, a dot, the
+    /// socket's id (so a reconnect names the socket it resumes, and the gateway can find it while it still runs).
+    static func newPID(for sid: ConnectionID) -> String {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
         var generator = SystemRandomNumberGenerator()
         var characters: [UInt8] = []
@@ -63,17 +65,55 @@ enum SocketIORecovery {
                 bits >>= 6
             }
         }
-        return String(decoding: characters, as: UTF8.self)
+        return String(decoding: characters, as: UTF8.self) + "." + sid.rawValue
     }
 
-    /// The broker key of a client's `pid`, or `nil` for one this gateway cannot have made: only its alphabet, at
-    /// most 64 characters, so what a client sends never makes an odd or large key.
-    static func key(pid: String) -> String? {
-        let isAllowed = { (byte: UInt8) in
-            (0x30...0x39).contains(byte) || (0x61...0x7a).contains(byte | 0x20) || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+    /// The socket a `pid` names, or `nil` for one this gateway cannot have made (so what a client sends never
+    /// makes an odd or large key).
+    static func socket(named pid: String) -> ConnectionID? {
+        guard pid.utf8.count <= 160, let dot = pid.firstIndex(of: "."), pid.distance(from: pid.startIndex, to: dot) == 20,
+            pid[..<dot].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x7a).contains($0 | 0x20) || $0 == 0x2d || $0 == 0x5f })
+        else { return nil }
+        return ConnectionID(pid[pid.index(after: dot)...])
+    }
+
+    /// The broker key a socket's session is left under.
+    static func key(pid: String) -> String { "socketio:" + pid }
+
+    /// Why a socket still running ends when its client reconnects naming it: the reconnect takes it over.
+    static let takeoverReason = "recovered on a new connection"
+
+    /// Leaves a socket that ended for its reconnect, for `socketio.recovery_window`: called once it is off the
+    /// registry, by its node or by the survivor that swept its dead node.
+    static func leave(_ info: ConnectionInfo, rooms: some Sequence<RoomID>, heardAt: Int64, gateway: GatewayContext) async {
+        guard let recoverable = info.recoverable, let window = gateway.configuration.socketIO.recoveryWindow else { return }
+        let session = Session(
+            sid: info.id,
+            userId: info.userId,
+            namespace: recoverable.namespace,
+            rooms: rooms.sorted { $0.rawValue < $1.rawValue },
+            heardAt: heardAt
+        )
+        await gateway.broker.stash(session.encoded, under: Self.key(pid: recoverable.pid), for: window)
+    }
+
+    /// Takes the session `pid` left. When its socket is still registered (its node has not noticed the drop yet,
+    /// or died and is not swept yet), that socket is told to end for recovery, wherever it is, and its session is
+    /// awaited: as long as a dead node takes to be swept at most. Only a client holding the `pid` can cause that.
+    static func take(pid: String, gateway: GatewayContext) async -> Session? {
+        guard let sid = Self.socket(named: pid) else { return nil }
+        let (broker, key) = (gateway.broker, Self.key(pid: pid))
+        if let session = await broker.takeStashed(key) { return Session(decoding: session) }
+        guard let held = await broker.connection(sid), held.info.recoverable?.pid == pid else { return nil }
+        broker.send(.close(code: CloseCode.goingAway, reason: Self.takeoverReason), to: sid)
+        let configuration = gateway.configuration
+        let patience = configuration.redisURL == nil ? Duration.seconds(2) : min(configuration.redisTTL * 2, .seconds(120))
+        let deadline = ContinuousClock.now + patience
+        while ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(100))
+            if let session = await broker.takeStashed(key) { return Session(decoding: session) }
         }
-        guard (1...64).contains(pid.utf8.count), pid.utf8.allSatisfy(isAllowed) else { return nil }
-        return "socketio:" + pid
+        return nil
     }
 
     /// The last argument of a room message's event.
