@@ -55,9 +55,11 @@ import Testing
     @Test func aStashedSessionReadsBackAndAnythingElseIsRefused() {
         let session = SocketIORecovery.Session(sid: .random(), userId: "alice", namespace: "/chat", rooms: [RoomID("a")!, RoomID("b")!], heardAt: 9)
         #expect(SocketIORecovery.Session(decoding: session.encoded) == session)
+        let anonymous = SocketIORecovery.Session(sid: session.sid, userId: session.sid.rawValue, namespace: "/", rooms: [], heardAt: 1)
+        #expect(SocketIORecovery.Session(decoding: anonymous.encoded) == anonymous)
         for bad in [
             "", "{}", #"{"sid":"a b","user":"alice","ns":"/","rooms":[],"heard":1}"#,
-            #"{"sid":"\#(session.sid.rawValue)","user":"a b","ns":"/","rooms":[],"heard":1}"#,
+            #"{"sid":"\#(session.sid.rawValue)","user":"","ns":"/","rooms":[],"heard":1}"#,
         ] {
             #expect(SocketIORecovery.Session(decoding: Array(bad.utf8)) == nil)
         }

@@ -1,3 +1,4 @@
+import Logging
 import SwitchboardConfiguration
 import SwitchboardCore
 
@@ -39,7 +40,8 @@ enum SocketIORecovery {
         init?(decoding bytes: [UInt8]) {
             guard let object = (try? JSONValue.parse(bytes))?.objectValue,
                 let sid = object["sid"]?.stringValue.flatMap(ConnectionID.init),
-                let userId = object["user"]?.stringValue, Name.problem(with: userId, field: "userId") == nil,
+                // Not a `Name`: an anonymous socket's user id is its connection id.
+                let userId = object["user"]?.stringValue, (1...1024).contains(userId.utf8.count),
                 let namespace = object["ns"]?.stringValue,
                 case .array(let rooms)? = object["rooms"], rooms.count <= Self.maximumRooms,
                 case .number(let heard)? = object["heard"], let heardAt = Int64(heard)
@@ -95,6 +97,7 @@ enum SocketIORecovery {
             heardAt: heardAt
         )
         await gateway.broker.stash(session.encoded, under: Self.key(pid: recoverable.pid), for: window)
+        gateway.logger.debug("socket.io socket left for recovery", metadata: ["connectionId": "\(info.id)", "rooms": "\(session.rooms.count)"])
     }
 
     /// Takes the session `pid` left. When its socket is still registered (its node has not noticed the drop yet,
