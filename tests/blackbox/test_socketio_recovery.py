@@ -128,6 +128,7 @@ def test_a_polling_session_that_timed_out_recovers_on_a_new_session(start_server
         connect = json.loads(poll(node.port, sid, 1)[0][2:])
         assert "pid" in connect
         assert request(node.port, "POST", sid, '42["joinRoom",{"roomId":"lobby"}]') == (200, "ok")
+        assert poll(node.port, sid, 1, '42["joinedRoom",')
         await native.say("lobby", "m1")
         assert poll(node.port, sid, 1, MESSAGE)[0].endswith(',"1@lobby"]')
         # The client stops polling: the session ends at its ping timeout (1 s + 1 s), and is left for recovery.
@@ -222,6 +223,7 @@ def test_a_polling_client_whose_node_is_killed_recovers_on_the_other(redis, clus
         assert request(a.port, "POST", sid, "40") == (200, "ok")
         connect = json.loads(poll(a.port, sid, 1)[0][2:])
         assert request(a.port, "POST", sid, '42["joinRoom",{"roomId":"lobby"}]') == (200, "ok")
+        assert poll(a.port, sid, 1, '42["joinedRoom",')  # in the room (and on its channel) before m1
         await native.say("lobby", "m1")
         assert poll(a.port, sid, 1, MESSAGE)[0].endswith(',"1@lobby"]')
         a.signal(signal.SIGKILL)
