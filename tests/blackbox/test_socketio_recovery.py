@@ -177,6 +177,11 @@ def test_another_users_reconnect_cannot_take_a_socket(start_server):
         await asyncio.sleep(0.3)
         mallory, reply = await sio(node.port, "40" + json.dumps({"userId": "mallory", "pid": alice["pid"], "offset": "0@x"}))
         assert reply == '44{"message":"Unauthorized: the session to recover belongs to another user"}'
+        await asyncio.sleep(0.2)
+        # The refused attempt did not use the session up: alice still recovers it.
+        back, reply = await sio(node.port, "40" + json.dumps({"userId": "alice", "pid": alice["pid"], "offset": "0@x"}))
+        assert json.loads(reply[2:]) == alice
+        await back.close()
         # Forged and malformed pids are a fresh socket, never an error.
         for pid in ["x" * 20 + "." + alice["sid"], "../../etc/passwd", "a" * 500, ""]:
             other, reply = await sio(node.port, "40" + json.dumps({"pid": pid, "offset": "1@lobby"}))

@@ -412,21 +412,25 @@ final class EngineConnection {
             recoverable: pid.map { ConnectionInfo.Recoverable(pid: $0, namespace: namespace) }
         )
         let candidate = Admission.Candidate(info: info, token: token, subprotocol: nil, lease: lease)
+        /// A refused reconnect leaves the session it took for the next try.
+        func putBack() {
+            guard let restoring else { return }
+            Task { await SocketIORecovery.keep(restoring.session, pid: restoring.pid, gateway: gateway) }
+        }
         let finish: (Result<(ConnectionInfo, VerifiedClaims?), any Error>) -> Void = { result in
             switch result {
             case .success(let (info, _)) where restoring != nil && info.userId != restoring?.session.userId:
                 lease.end(nil)
+                putBack()
                 refuse("Unauthorized: the session to recover belongs to another user")
             case .success(let (info, claims)) where !self.engine.isClosed:
                 self.join(namespace, info: info, claims: claims, lease: lease, restoring: restoring)
-            case .success(let (info, _)) where restoring != nil:
-                lease.end(nil)  // the session ended during the checks: what it was to resume stays for the next try
-                let session = restoring!.session
-                Task { await SocketIORecovery.leave(info, rooms: session.rooms, heardAt: session.heardAt, gateway: gateway) }
             case .success:
                 lease.end(nil)  // the session ended during the checks
+                putBack()
             case .failure(let error):
                 lease.end(nil)
+                putBack()
                 let refusal = error as? GatewayResponseError
                 gateway.metrics.rejected(refusal?.reason ?? "internal")
                 refuse(refusal.map { SocketIOHTTP.message(of: $0.response) } ?? "Internal server error")

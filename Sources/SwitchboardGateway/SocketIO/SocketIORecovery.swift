@@ -88,16 +88,18 @@ enum SocketIORecovery {
     /// Leaves a socket that ended for its reconnect, for `socketio.recovery_window`: called once it is off the
     /// registry, by its node or by the survivor that swept its dead node.
     static func leave(_ info: ConnectionInfo, rooms: some Sequence<RoomID>, heardAt: Int64, gateway: GatewayContext) async {
-        guard let recoverable = info.recoverable, let window = gateway.configuration.socketIO.recoveryWindow else { return }
-        let session = Session(
-            sid: info.id,
-            userId: info.userId,
-            namespace: recoverable.namespace,
-            rooms: rooms.sorted { $0.rawValue < $1.rawValue },
-            heardAt: heardAt
-        )
-        await gateway.broker.stash(session.encoded, under: Self.key(pid: recoverable.pid), for: window)
-        gateway.logger.debug("socket.io socket left for recovery", metadata: ["connectionId": "\(info.id)", "rooms": "\(session.rooms.count)"])
+        guard let recoverable = info.recoverable else { return }
+        let rooms = rooms.sorted { $0.rawValue < $1.rawValue }
+        let session = Session(sid: info.id, userId: info.userId, namespace: recoverable.namespace, rooms: rooms, heardAt: heardAt)
+        await Self.keep(session, pid: recoverable.pid, gateway: gateway)
+        gateway.logger.debug("socket.io socket left for recovery", metadata: ["connectionId": "\(info.id)", "rooms": "\(rooms.count)"])
+    }
+
+    /// Stashes a session under its `pid` for the window; also how a taken session goes back when its reconnect was
+    /// refused (a bad token, another user), so whoever presented the `pid` cannot use it up.
+    static func keep(_ session: Session, pid: String, gateway: GatewayContext) async {
+        guard let window = gateway.configuration.socketIO.recoveryWindow else { return }
+        await gateway.broker.stash(session.encoded, under: Self.key(pid: pid), for: window)
     }
 
     /// Takes the session `pid` left. When its socket is still registered (its node has not noticed the drop yet,
