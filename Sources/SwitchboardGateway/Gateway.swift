@@ -421,12 +421,12 @@ public final class Gateway: Service {
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
             withServerUpgrade: (
                 upgraders: [upgrader],
-                completionHandler: { context in context.pipeline.removeHandler(name: "switchboard.http", promise: nil) }
+                completionHandler: { context in context.pipeline.removeHandler(name: HTTPHandler.name, promise: nil) }
             )
         )
         try channel.pipeline.syncOperations.addHandler(
-            HTTPHandler(gateway: gateway, upgrade: upgrade.value, management: management),
-            name: "switchboard.http"
+            HTTPHandler(gateway: gateway, upgrade: upgrade.value, management: management, upgraders: [upgrader]),
+            name: HTTPHandler.name
         )
     }
 }

@@ -120,3 +120,43 @@ def test_handshakes_are_bounded_and_their_places_come_back(start_server):
     while node.http("/socket.io/?EIO=4&transport=polling")[0] != 200:
         assert time.monotonic() < deadline, "sessions that never connected a namespace were not released"
         time.sleep(0.2)
+
+
+def test_polling_keeps_its_connection_and_the_upgrade_may_come_on_it(server):
+    """Polling requests keep their TCP connection alive, and the upgrade's WebSocket request may arrive on the same
+    connection after them, as aiohttp sends it on any pooled connection: it is still upgraded."""
+    import base64
+    import http.client
+    import os
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    connection.request("GET", "/socket.io/?EIO=4&transport=polling")
+    response = connection.getresponse()
+    open_packet = response.read().decode()
+    assert response.status == 200 and response.getheader("Connection") == "keep-alive"
+    sid = json.loads(open_packet[1:])["sid"]
+    local = connection.sock.getsockname()
+    connection.request("POST", f"/socket.io/?EIO=4&transport=polling&sid={sid}", body="40")
+    response = connection.getresponse()
+    assert (response.status, response.read()) == (200, b"ok")
+    connection.request("GET", f"/socket.io/?EIO=4&transport=polling&sid={sid}")
+    response = connection.getresponse()
+    assert response.status == 200 and response.read().decode().startswith("40{")
+    assert connection.sock.getsockname() == local  # one TCP connection so far
+
+    # The upgrade on that same connection.
+    sock = connection.sock
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    payload = b"2probe"
+    mask = os.urandom(4)
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    frame = sock.recv(2)
+    assert frame[0] == 0x81
+    assert sock.recv(frame[1]) == b"3probe"
+    sock.close()

@@ -96,6 +96,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let upgrade: UpgradeState
     /// `nil` on a port that does not serve the management API.
     private let management: ManagementAPI?
+    /// The WebSocket upgrader, re-armed before each request after the first (``rearmUpgrade(context:)``).
+    private let upgraders: [any HTTPServerProtocolUpgrader]
     private var request: HTTPRequestHead?
     private var body: [UInt8] = []
     /// Whether the current body counts against the management API's ``BodyBudget``.
@@ -111,10 +113,35 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The dashboard's event stream, while one is open on this connection.
     private var eventStream: RepeatedTask?
 
-    init(gateway: GatewayContext, upgrade: UpgradeState, management: ManagementAPI?) {
+    init(gateway: GatewayContext, upgrade: UpgradeState, management: ManagementAPI?, upgraders: [any HTTPServerProtocolUpgrader] = []) {
         self.gateway = gateway
         self.upgrade = upgrade
         self.management = management
+        self.upgraders = upgraders
+    }
+
+    /// The name the upgrade's completion removes this handler by.
+    static let name = "switchboard.http"
+
+    /// NIO's upgrade handler looks at a connection's first request only, then leaves the pipeline. A connection kept
+    /// alive gets a fresh one before its next request, so that request may still be an upgrade: clients (aiohttp)
+    /// send the Engine.IO upgrade's WebSocket request on any pooled connection, after polling requests.
+    private func rearmUpgrade(context: ChannelHandlerContext) {
+        let pipeline = context.pipeline.syncOperations
+        guard !self.upgraders.isEmpty, (try? pipeline.handler(type: HTTPServerUpgradeHandler.self)) == nil,
+            let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self),
+            let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
+            let pipelining = try? pipeline.handler(type: HTTPServerPipelineHandler.self),
+            let validator = try? pipeline.handler(type: NIOHTTPResponseHeadersValidator.self),
+            let errors = try? pipeline.handler(type: HTTPServerProtocolErrorHandler.self)
+        else { return }
+        let handler = HTTPServerUpgradeHandler(
+            upgraders: self.upgraders,
+            httpEncoder: encoder,
+            extraHTTPHandlers: [decoder, pipelining, validator, errors],
+            upgradeCompletionHandler: { context in context.pipeline.removeHandler(name: HTTPHandler.name, promise: nil) }
+        )
+        try? pipeline.addHandler(handler, position: .before(self))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -183,11 +210,10 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let body = self.body
             self.releaseBody()
             let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty
+            if keepAlive { self.rearmUpgrade(context: context) }
             let target = RequestTarget(head.uri)
             if self.upgrade.rejection == nil, SocketIOHTTP.owns(target.path, self.gateway) {
-                // Not kept alive: NIO's upgrader looks at a connection's first request only, and clients (aiohttp)
-                // send the upgrade's WebSocket request on any pooled connection.
-                self.serveSocketIO(head, body: body, keepAlive: false, context: context)
+                self.serveSocketIO(head, body: body, keepAlive: keepAlive, context: context)
                 return
             }
             if head.method == .GET, ["/metrics", "/dashboard", "/dashboard/events"].contains(target.path) {
