@@ -386,7 +386,9 @@ public struct EngineSession: Sendable {
         var actions: [Action] = []
         switch self.state {
         case .polling(waiting: true), .probing(_, waiting: true):
-            actions.append(.answerPoll(EnginePacket.encodePayload([.close])))
+            // The client's own close packet ends the waiting GET with a noop (the reference polling transport's
+            // `onClose`: "close pending poll request"); any other end tells it the session closed.
+            actions.append(.answerPoll(EnginePacket.encodePayload([reason == .clientClose ? .noop : .close])))
         default:
             break
         }
