@@ -261,6 +261,18 @@ import Testing
         #expect(node.counts == (1, 1))
     }
 
+    /// The sweep follows Socket.IO's timings, not the WebSocket heartbeat's: the protocol test suites run with a
+    /// 300 ms ping interval and a 200 ms ping timeout, which a 1 s sweep missed by up to a second.
+    @Test func theSweepIntervalFollowsTheSocketIOTimings() {
+        var socketIO = GatewayConfiguration.SocketIO()
+        #expect(EngineSessions.sweepInterval(socketIO) == .seconds(1))
+        socketIO.pingInterval = .milliseconds(300)
+        socketIO.pingTimeout = .milliseconds(200)
+        #expect(EngineSessions.sweepInterval(socketIO) == .milliseconds(10))
+        socketIO.heartbeatEventInterval = .milliseconds(20)
+        #expect(EngineSessions.sweepInterval(socketIO) == .milliseconds(5))
+    }
+
     @Test func aBadPacketClosesTheSessionAndEndsEveryNamespaceOnce() async throws {
         let node = self.node { $0.socketIO.namespaces = ["/", "/chat"] }
         let client = try await self.openWebSocket(node)
