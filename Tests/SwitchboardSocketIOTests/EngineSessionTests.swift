@@ -164,6 +164,18 @@ private func openPolling() -> EngineSession {
         #expect(session.tick(now: start + .seconds(200)) == [])
     }
 
+    /// The ping timeout counts from when the ping was due, not from the sweep that sent it (up to a sweep late);
+    /// a sweep later than half the timeout still leaves the client half of it.
+    @Test func aLateSweepDoesNotLengthenThePingTimeout() {
+        var (session, _) = EngineSession.open(sid: "abc", transport: .webSocket, configuration: configuration, now: start)
+        #expect(session.tick(now: start + .seconds(26)) == [.send([.ping("")])])
+        #expect(session.nextDeadline == start + .seconds(45))
+        #expect(session.tick(now: start + .seconds(45)) == [.close(.pingTimeout)])
+        var (late, _) = EngineSession.open(sid: "abc", transport: .webSocket, configuration: configuration, now: start)
+        #expect(late.tick(now: start + .seconds(40)) == [.send([.ping("")])])
+        #expect(late.nextDeadline == start + .seconds(50))
+    }
+
     @Test func pingOnPollingGoesToTheWaitingGet() {
         var session = openPolling()
         _ = session.poll()

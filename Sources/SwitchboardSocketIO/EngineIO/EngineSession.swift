@@ -321,7 +321,10 @@ public struct EngineSession: Sendable {
         }
         if let next = self.nextPing, now >= next {
             self.nextPing = nil
-            self.pongDeadline = now + self.configuration.pingTimeout
+            // Counted from when the ping was due, as the reference server's timers run: a sweep that comes a little
+            // late does not lengthen the session's life. One that comes very late still leaves the client half of it.
+            let half = TimeAmount.nanoseconds(self.configuration.pingTimeout.nanoseconds / 2)
+            self.pongDeadline = max(next + self.configuration.pingTimeout, now + half)
             actions += self.send(.ping(""))
         }
         return actions
