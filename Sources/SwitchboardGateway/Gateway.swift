@@ -226,11 +226,12 @@ public final class Gateway: Service {
         let shortest = [configuration.pingInterval, configuration.pongTimeout, configuration.idleTimeout].compactMap { $0 }.min()!
         let tick = TimeAmount(min(max(shortest / 4, .milliseconds(50)), .seconds(1)))
         let (hub, engines) = (self.gateway.hub, self.gateway.engines)
-        return self.group.makeIterator().map { loop in
-            loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
-                hub.tick(on: loop, now: .now())
-                engines.tick(on: loop, now: .now())
-            }
+        let engineTick = EngineSessions.sweepInterval(configuration.socketIO)
+        return self.group.makeIterator().flatMap { loop in
+            [
+                loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in hub.tick(on: loop, now: .now()) },
+                loop.scheduleRepeatedTask(initialDelay: engineTick, delay: engineTick) { _ in engines.tick(on: loop, now: .now()) },
+            ]
         }
     }
 

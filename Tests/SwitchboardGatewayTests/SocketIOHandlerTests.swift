@@ -232,7 +232,8 @@ import Testing
         try await self.sweep(node, at: start + .seconds(11))
         let textsClient5 = try await client.texts()
         #expect(textsClient5 == ["2"])
-        try await self.sweep(node, at: start + .seconds(15))
+        // The timeout counts from when the ping was due (by `start` + 10 s), not from this late sweep.
+        try await self.sweep(node, at: before + .seconds(14))
         let framesClient6 = try await client.frames()
         #expect(framesClient6.isEmpty)
         #expect(node.counts == (1, 1))
@@ -262,6 +263,18 @@ import Testing
         #expect(textsClient9.allSatisfy { $0.opcode == .text })
         #expect(client.isActive)
         #expect(node.counts == (1, 1))
+    }
+
+    /// The sweep follows Socket.IO's timings, not the WebSocket heartbeat's: the protocol test suites run with a
+    /// 300 ms ping interval and a 200 ms ping timeout, which a 1 s sweep missed by up to a second.
+    @Test func theSweepIntervalFollowsTheSocketIOTimings() {
+        var socketIO = GatewayConfiguration.SocketIO()
+        #expect(EngineSessions.sweepInterval(socketIO) == .seconds(1))
+        socketIO.pingInterval = .milliseconds(300)
+        socketIO.pingTimeout = .milliseconds(200)
+        #expect(EngineSessions.sweepInterval(socketIO) == .milliseconds(10))
+        socketIO.heartbeatEventInterval = .milliseconds(20)
+        #expect(EngineSessions.sweepInterval(socketIO) == .milliseconds(5))
     }
 
     @Test func aBadPacketClosesTheSessionAndEndsEveryNamespaceOnce() async throws {
@@ -392,6 +405,27 @@ import Testing
         try await self.expectEndedOnce([id], on: node)
         #expect(answers.take() == ["5 200 ok"])
         #expect(node.gateway.engines.contains("s1"))
+    }
+
+    /// A request checks its session's deadlines before it is served: one that comes after the ping timeout, before
+    /// the next sweep, is refused as for a closed session (engine.io-protocol test suite, "closes the session upon
+    /// ping timeout", which polls 500 ms after a 300 ms + 200 ms heartbeat).
+    @Test func aPollAfterThePingTimeoutFindsTheSessionClosedBeforeTheNextSweep() async throws {
+        let node = self.node {
+            $0.socketIO.pingInterval = .milliseconds(20)
+            $0.socketIO.pingTimeout = .milliseconds(20)
+        }
+        let answers = Answers()
+        _ = try await self.pollingSession(node, sid: "s9")
+        let opened = NIODeadline.now()  // the session opened before: its ping is due by `opened` + 20 ms
+        try await self.sweep(node, at: opened + .milliseconds(20))  // the ping, queued: no GET waits
+        try await Task.sleep(for: .milliseconds(80))
+        let gateway = node.gateway
+        _ = try await node.loop.submit { SocketIOHTTP.serve(isGet: true, sid: "s9", body: [], responder: answers.responder(1), gateway: gateway) }
+            .get()
+        try await node.settle { !answers.all.withLock(\.isEmpty) }
+        #expect(answers.take() == [#"1 400 {"code":1,"message":"Session ID unknown"}"#])
+        #expect(!node.gateway.engines.contains("s9"))
     }
 
     @Test func aSecondPollWhileOneWaitsClosesTheSession() async throws {

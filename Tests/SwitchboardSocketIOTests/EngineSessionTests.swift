@@ -79,10 +79,12 @@ private func openPolling() -> EngineSession {
         #expect(other.post(Array("9".utf8), now: start) == [.rejectRequest(.unknownPacketType), .close(.parseError(.unknownPacketType))])
     }
 
-    @Test func clientClosePacketEndsTheSessionAndAnswersTheWaitingGet() {
+    /// The waiting GET gets a noop, not a close packet, as from the reference server (engine.io-protocol test suite,
+    /// "forcefully closes the session").
+    @Test func clientClosePacketEndsTheSessionAndAnswersTheWaitingGetWithANoop() {
         var session = openPolling()
         _ = session.poll()
-        #expect(session.post(Array("4bye\u{1e}1\u{1e}4ignored".utf8), now: start) == [.deliver(.text("bye")), payload("1"), .close(.clientClose)])
+        #expect(session.post(Array("4bye\u{1e}1\u{1e}4ignored".utf8), now: start) == [.deliver(.text("bye")), payload("6"), .close(.clientClose)])
         #expect(EngineSession.CloseReason.clientClose.description == "transport close")
     }
 
@@ -160,6 +162,18 @@ private func openPolling() -> EngineSession {
         #expect(session.tick(now: start + .seconds(75)) == [.close(.pingTimeout)])
         #expect(session.isClosed)
         #expect(session.tick(now: start + .seconds(200)) == [])
+    }
+
+    /// The ping timeout counts from when the ping was due, not from the sweep that sent it (up to a sweep late);
+    /// a sweep later than half the timeout still leaves the client half of it.
+    @Test func aLateSweepDoesNotLengthenThePingTimeout() {
+        var (session, _) = EngineSession.open(sid: "abc", transport: .webSocket, configuration: configuration, now: start)
+        #expect(session.tick(now: start + .seconds(26)) == [.send([.ping("")])])
+        #expect(session.nextDeadline == start + .seconds(45))
+        #expect(session.tick(now: start + .seconds(45)) == [.close(.pingTimeout)])
+        var (late, _) = EngineSession.open(sid: "abc", transport: .webSocket, configuration: configuration, now: start)
+        #expect(late.tick(now: start + .seconds(40)) == [.send([.ping("")])])
+        #expect(late.nextDeadline == start + .seconds(50))
     }
 
     @Test func pingOnPollingGoesToTheWaitingGet() {

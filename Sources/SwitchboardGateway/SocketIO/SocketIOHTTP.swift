@@ -191,6 +191,9 @@ enum SocketIOHTTP {
     static func serve(isGet: Bool, sid: String, body: [UInt8], responder: PollResponder, gateway: GatewayContext) -> Bool {
         let found = gateway.engines.with(sid) { session in
             guard let session else { return responder.respond(self.unknownSession) }
+            // The deadlines first, as timers would have fired them: a request after its session's ping timeout
+            // finds the session closed, wherever the sweep's period falls.
+            session.tick(now: .now())
             if isGet { session.poll(responder) } else { session.post(body, responder) }
         }
         if !found { responder.respond(self.unknownSession) }

@@ -321,7 +321,10 @@ public struct EngineSession: Sendable {
         }
         if let next = self.nextPing, now >= next {
             self.nextPing = nil
-            self.pongDeadline = now + self.configuration.pingTimeout
+            // Counted from when the ping was due, as the reference server's timers run: a sweep that comes a little
+            // late does not lengthen the session's life. One that comes very late still leaves the client half of it.
+            let half = TimeAmount.nanoseconds(self.configuration.pingTimeout.nanoseconds / 2)
+            self.pongDeadline = max(next + self.configuration.pingTimeout, now + half)
             actions += self.send(.ping(""))
         }
         return actions
@@ -386,7 +389,9 @@ public struct EngineSession: Sendable {
         var actions: [Action] = []
         switch self.state {
         case .polling(waiting: true), .probing(_, waiting: true):
-            actions.append(.answerPoll(EnginePacket.encodePayload([.close])))
+            // The client's own close packet ends the waiting GET with a noop (the reference polling transport's
+            // `onClose`: "close pending poll request"); any other end tells it the session closed.
+            actions.append(.answerPoll(EnginePacket.encodePayload([reason == .clientClose ? .noop : .close])))
         default:
             break
         }
