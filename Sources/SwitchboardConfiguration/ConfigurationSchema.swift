@@ -588,21 +588,14 @@ public enum ConfigurationSchema {
             \.socketIO.heartbeatEventInterval,
             default: "0 (off)",
             "Every this often, each socket gets the event heartbeat {timestamp} (seed 004); 0 is off.",
-            parse: { text -> Duration? in
-                let duration = try Parse.duration(text)
-                return duration == .zero ? nil : duration
-            }
+            parse: { try Parse.durationOrOff($0, atMost: .seconds(86_400)) }
         ),
         .scalar(
             "socketio.recovery_window",
             \.socketIO.recoveryWindow,
             default: "0 (off)",
             "Connection state recovery: a socket that drops and reconnects within this long keeps its id and gets what its rooms missed; 0 is off.",
-            parse: { text -> Duration? in
-                let duration = try Parse.duration(text)
-                guard duration <= .seconds(86_400) else { throw Parse.fail("'\(text)' must be at most 24h") }
-                return duration == .zero ? nil : duration
-            }
+            parse: { try Parse.durationOrOff($0, atMost: .seconds(86_400)) }
         ),
         ConfigurationOption(
             key: "origins.allowed",

@@ -47,6 +47,13 @@ enum Parse {
     }
 
     /// A duration above zero and at most `limit`.
+    /// A duration where 0 turns the feature off (`nil`).
+    static func durationOrOff(_ text: String, atMost limit: Duration) throws(ConfigurationError) -> Duration? {
+        let duration = try self.duration(text)
+        guard duration <= limit else { throw fail("'\(text)' must be at most \(limit)") }
+        return duration == .zero ? nil : duration
+    }
+
     static func positiveDuration(_ text: String, atMost limit: Duration) throws(ConfigurationError) -> Duration {
         let duration = try self.duration(text)
         guard duration > .zero, duration <= limit else { throw fail("'\(text)' must be above 0 and at most \(limit)") }
