@@ -480,7 +480,8 @@ final class EngineConnection {
     func disconnect(_ namespace: SocketIONamespace, _ status: ConnectionStateMachine.CloseStatus) {
         guard self.namespaces[namespace.name] === namespace else { return }
         self.namespaces.removeValue(forKey: namespace.name)
-        namespace.recoverable = status.reason == SocketIORecovery.takeoverReason
+        // The node going away (the drain) or a reconnect taking the socket over: the client may recover it elsewhere.
+        namespace.recoverable = status.code == CloseCode.goingAway
         self.runSocket(self.socket.disconnect(namespace: namespace.name))
         namespace.connection.protocolEnded(status)
         namespace.connection.closed()
