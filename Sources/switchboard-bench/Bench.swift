@@ -19,7 +19,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Load scenarios for Switchboard and its peers; prints one JSON line per run.",
         subcommands: [
             Connections.self, Churn.self, Storm.self, PingPong.self, RoomFanout.self, ManyRooms.self, ClusterFanout.self, ManagementPost.self,
-            Integration.self,
+            Integration.self, SocketIOFanout.self,
         ]
     )
 }

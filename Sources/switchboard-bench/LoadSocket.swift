@@ -316,8 +316,7 @@ struct Dialer: Sendable {
     }
 
     func dial(_ url: WebSocketURL, index: Int, behaviour: Behaviour) -> EventLoopFuture<any Channel> {
-        var bootstrap = ClientBootstrap(group: self.group)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        let dial = self.bootstrap(on: self.group, host: url.host, index: index)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
@@ -330,13 +329,19 @@ struct Dialer: Sendable {
                     )
                 }
             }
-        if self.sources > 1, url.host.hasPrefix("127."), let source = try? SocketAddress(ipAddress: "127.0.0.\(1 + index % self.sources)", port: 0) {
-            // IP_BIND_ADDRESS_NO_PORT (24): pick the port at connect time, per destination, not at bind time.
-            bootstrap = bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: 24)), value: 1).bind(to: source)
-        }
-        let dial = bootstrap.connect(host: url.host, port: url.port)
+            .connect(host: url.host, port: url.port)
         dial.whenFailure { behaviour.onFailure("connect: \($0)") }  // a channel that never opened has no close
         return dial
+    }
+
+    /// A TCP client bootstrap on `group` (the dialer's, or one of its loops), with no delay, bound to source address
+    /// `index % sources` when `host` is on loopback.
+    func bootstrap(on group: any EventLoopGroup, host: String, index: Int) -> ClientBootstrap {
+        let bootstrap = ClientBootstrap(group: group).channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        guard self.sources > 1, host.hasPrefix("127."), let source = try? SocketAddress(ipAddress: "127.0.0.\(1 + index % self.sources)", port: 0)
+        else { return bootstrap }
+        // IP_BIND_ADDRESS_NO_PORT (24): pick the port at connect time, per destination, not at bind time.
+        return bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: 24)), value: 1).bind(to: source)
     }
 
     /// Runs `body` on the connection's event loop, from any thread.
