@@ -223,11 +223,15 @@ enum Admission {
 
     /// The query's decoded name/value pairs in order, repeats kept.
     static func queryPairs(_ uri: String) -> [(name: String, value: String)] {
-        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2 else { return [] }
-        return parts[1].split(separator: "&").map { pair in
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            return (self.percentDecode(kv[0]), kv.count == 2 ? self.percentDecode(kv[1]) : "")
+        self.queryPairs(of: uri.utf8)
+    }
+
+    /// The `&`-separated pairs after the first `?`, read as bytes: every request's target goes through here.
+    static func queryPairs(of uri: String.UTF8View) -> [(name: String, value: String)] {
+        guard let mark = uri.firstIndex(of: UInt8(ascii: "?")) else { return [] }
+        return uri[uri.index(after: mark)...].split(separator: UInt8(ascii: "&")).map { pair in
+            guard let equals = pair.firstIndex(of: UInt8(ascii: "=")) else { return (self.decoded(pair[...], plusIsSpace: true), "") }
+            return (self.decoded(pair[..<equals], plusIsSpace: true), self.decoded(pair[pair.index(after: equals)...], plusIsSpace: true))
         }
     }
 
@@ -240,7 +244,15 @@ enum Admission {
 
     /// Decodes `%XX` escapes (and `+` as a space in query strings); text with an invalid escape is kept as it is.
     static func percentDecode(_ text: some StringProtocol, plusIsSpace: Bool = true) -> String {
-        PercentDecoding.bytes(text.utf8, plusIsSpace: plusIsSpace).map { String(decoding: $0, as: UTF8.self) } ?? String(text)
+        self.decoded(Substring(text).utf8, plusIsSpace: plusIsSpace)
+    }
+
+    /// ``percentDecode(_:plusIsSpace:)`` on bytes; text with nothing to decode is copied as it is.
+    static func decoded(_ bytes: Substring.UTF8View, plusIsSpace: Bool) -> String {
+        guard bytes.contains(where: { $0 == UInt8(ascii: "%") || (plusIsSpace && $0 == UInt8(ascii: "+")) }) else {
+            return String(Substring(bytes))
+        }
+        return PercentDecoding.bytes(bytes, plusIsSpace: plusIsSpace).map { String(decoding: $0, as: UTF8.self) } ?? String(Substring(bytes))
     }
 }
 
@@ -258,14 +270,18 @@ struct RequestTarget: Sendable {
     /// differently for different readers).
     let problem: String?
 
+    /// Read as bytes: this runs for every HTTP request (each long-polling request among them).
     init(_ uri: String) {
-        let raw = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
-        self.segments = raw.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map {
-            Admission.percentDecode($0, plusIsSpace: false)
+        let utf8 = uri.utf8
+        let end = utf8.firstIndex(of: UInt8(ascii: "?")) ?? utf8.endIndex
+        self.segments = utf8[..<end].split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst().map {
+            Admission.decoded($0, plusIsSpace: false)
         }
         self.path = "/" + self.segments.joined(separator: "/")
-        self.query = Admission.split(uri).query
-        self.problem = self.segments.contains { $0.contains("/") } ? "Encoded / (%2F) is not allowed in a path" : nil
+        var query: [String: String] = [:]
+        for (name, value) in Admission.queryPairs(of: utf8) where query[name] == nil { query[name] = value }
+        self.query = query
+        self.problem = self.segments.contains { $0.utf8.contains(UInt8(ascii: "/")) } ? "Encoded / (%2F) is not allowed in a path" : nil
     }
 
     /// The segments after an optional stage, when the path is a management path (`/@…` or `/{stage}/@…`).

@@ -99,6 +99,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The WebSocket upgrader, re-armed before each request after the first (``rearmUpgrade(context:)``).
     private let upgraders: [any HTTPServerProtocolUpgrader]
     private var request: HTTPRequestHead?
+    /// The current request's target, parsed once at its head.
+    private var target: RequestTarget?
     private var body: [UInt8] = []
     /// Whether the current body counts against the management API's ``BodyBudget``.
     private var budgeted = false
@@ -211,7 +213,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.releaseBody()
             let keepAlive = head.isKeepAlive && head.headers["upgrade"].isEmpty
             if keepAlive { self.rearmUpgrade(context: context) }
-            let target = RequestTarget(head.uri)
+            let target = self.target ?? RequestTarget(head.uri)
             if self.upgrade.rejection == nil, SocketIOHTTP.owns(target.path, self.gateway) {
                 self.serveSocketIO(head, body: body, keepAlive: keepAlive, context: context)
                 return
@@ -235,6 +237,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// other request with a body gets 413 (or the upgrade's refusal) before a byte of the body is read.
     private func admitHead(_ head: HTTPRequestHead, context: ChannelHandlerContext) -> GatewayResponse? {
         let target = RequestTarget(head.uri)
+        self.target = target
         if let problem = target.problem { return .message(.badRequest, problem) }
         let body = RequestBody.declared(by: head)
         if self.upgrade.rejection == nil, SocketIOHTTP.owns(target.path, self.gateway) {
