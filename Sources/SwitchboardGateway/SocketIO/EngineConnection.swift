@@ -82,7 +82,7 @@ struct EngineWire: Sendable {
 /// namespace is a ``ClientConnection`` (registered, counted, `$connect`/`$disconnect`) whose transport is a
 /// ``SocketIONamespace`` writing through this session.
 final class EngineConnection {
-    let sid: String
+    var sid: String { self.engine.sid }
     let eventLoop: any EventLoop
     private let gateway: GatewayContext
     private var engine: EngineSession
@@ -130,7 +130,7 @@ final class EngineConnection {
             pingTimeout: TimeAmount(settings.pingTimeout),
             maxPayload: settings.maxPayload
         )
-        (self.sid, self.eventLoop, self.gateway, self.remoteAddress) = (sid, eventLoop, gateway, remoteAddress)
+        (self.eventLoop, self.gateway, self.remoteAddress) = (eventLoop, gateway, remoteAddress)
         self.polling = transport == .polling ? Polling() : nil
         self.handshake = Handshake(head, gateway)
         self.engine = EngineSession.open(sid: sid, transport: transport, configuration: configuration, now: now).session
@@ -366,23 +366,38 @@ final class EngineConnection {
     /// `$connect` integration (its event carries every header and the query): its headers hold the parser's spare
     /// capacity and strings, most of a KiB per session.
     private struct Handshake {
-        /// The `userId` query parameter.
-        let userId: String?
-        let token: Result<String?, Admission.TokenProblem>
         let userAgent: String
         let host: String
-        /// The request when a `$connect` integration reads it; otherwise one shared empty head, which nothing reads.
-        let head: HTTPRequestHead
-        private static let unread = HTTPRequestHead(version: .http1_1, method: .GET, uri: "")
+        /// What most handshakes lack: boxed, and only made when one is there (56 bytes a session otherwise).
+        private let rare: Rare?
+
+        private final class Rare {
+            /// The `userId` query parameter.
+            let userId: String?
+            let token: Result<String?, Admission.TokenProblem>
+            let head: HTTPRequestHead?
+
+            init(userId: String?, token: Result<String?, Admission.TokenProblem>, head: HTTPRequestHead?) {
+                (self.userId, self.token, self.head) = (userId, token, head)
+            }
+        }
 
         init(_ head: HTTPRequestHead, _ gateway: GatewayContext) {
-            self.userId = RequestTarget(head.uri).query["userId"]
-            self.token = Admission.token(head)
             self.userAgent = head.headers.first(name: "user-agent") ?? ""
             self.host = head.headers.first(name: "host") ?? "localhost"
+            let userId = RequestTarget(head.uri).query["userId"]
             let integration = gateway.configuration.routes.integration(for: RouteTable.connectKey) != nil
-            self.head = integration ? head : Self.unread
+            switch (userId, Admission.token(head), integration) {
+            case (nil, .success(nil), false): self.rare = nil
+            case (_, let token, _): self.rare = Rare(userId: userId, token: token, head: integration ? head : nil)
+            }
         }
+
+        var userId: String? { self.rare?.userId }
+        var token: Result<String?, Admission.TokenProblem> { self.rare?.token ?? .success(nil) }
+        /// The request when a `$connect` integration reads it; otherwise one shared empty head, which nothing reads.
+        var head: HTTPRequestHead { self.rare?.head ?? Self.unread }
+        private static let unread = HTTPRequestHead(version: .http1_1, method: .GET, uri: "")
     }
 
     /// What a reconnecting socket resumes: the session its `pid` left, and the client's last offset.

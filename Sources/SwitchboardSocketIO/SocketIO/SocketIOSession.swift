@@ -74,7 +74,9 @@ public struct SocketIOSession: Sendable {
         case joined(sid: String)
     }
 
-    public let configuration: Configuration
+    /// ``Configuration/connectionStateRecovery``: the one setting read after `init`; the session is in every
+    /// Socket.IO connection, so it keeps no copy of the rest.
+    private let connectionStateRecovery: Bool
     /// The namespaces asked for, in order: a handful at most (usually one), so an array, which is smaller than a
     /// dictionary and as quick to search. Read and written through ``subscript(membership:)``.
     private var namespaces: [(name: String, membership: Membership)] = []
@@ -85,7 +87,7 @@ public struct SocketIOSession: Sendable {
 
     /// Starts with the Engine.IO session; the connect timeout runs from `now`.
     public init(configuration: Configuration, now: NIODeadline) {
-        self.configuration = configuration
+        self.connectionStateRecovery = configuration.connectionStateRecovery
         self.decoder = SocketPacketDecoder(maxAttachments: configuration.maxAttachments)
         self.connectDeadline = now + configuration.connectTimeout
     }
@@ -128,7 +130,7 @@ public struct SocketIOSession: Sendable {
             self[membership: namespace] = .pending
             let auth = packet.data?.json
             var recovery: Recovery?
-            if self.configuration.connectionStateRecovery, let pid = auth?.objectValue?["pid"]?.stringValue,
+            if self.connectionStateRecovery, let pid = auth?.objectValue?["pid"]?.stringValue,
                 let offset = auth?.objectValue?["offset"]?.stringValue
             {
                 recovery = Recovery(pid: pid, offset: offset)
