@@ -82,30 +82,38 @@ struct EngineWire: Sendable {
 /// namespace is a ``ClientConnection`` (registered, counted, `$connect`/`$disconnect`) whose transport is a
 /// ``SocketIONamespace`` writing through this session.
 final class EngineConnection {
-    let sid: String
+    var sid: String { self.engine.sid }
     let eventLoop: any EventLoop
     private let gateway: GatewayContext
     private var engine: EngineSession
     private var socket: SocketIOSession
-    /// The handshake request: its headers and query go into each namespace's `$connect` event.
-    private let head: HTTPRequestHead
+    private let handshake: Handshake
     private let remoteAddress: SocketAddress?
-    private var namespaces: [String: SocketIONamespace] = [:]
-    /// The long-polling GET waiting for packets.
-    private var waitingPoll: PollResponder?
-    /// The WebSocket the session runs on, and one offered for an upgrade.
+    /// The joined namespaces: a handful at most, usually one, so an array (smaller than a dictionary).
+    private var namespaces: [SocketIONamespace] = []
+    /// The WebSocket the session runs on.
     private var webSocket: EngineWire?
-    private var probe: EngineWire?
-    /// Bytes queued for a polling client: past `limits.outbound_queue_bytes` it is a slow consumer.
-    private var pollQueuedBytes = 0
+    /// `nil` for a session opened on a WebSocket.
+    private let polling: Polling?
     /// Namespaces holding reads off while a backend call runs.
     private var readsHeld = 0
     private var nextHeartbeatEvent: NIODeadline?
-    /// While a POST is handled, the waiting GET's answer is held here until the POST's `ok` is written.
-    private var holdingPolls = false
-    private var heldAnswer: (PollResponder, GatewayResponse)?
-    /// A POST that arrived while a namespace awaits a backend call: handled once reads resume.
-    private var heldPost: ([UInt8], PollResponder)?
+
+    /// What only a session opened on long-polling needs (until and after an upgrade), apart: a session opened on
+    /// a WebSocket, nearly every one, never polls and would carry its ~190 bytes for nothing.
+    private final class Polling {
+        /// The long-polling GET waiting for packets.
+        var waiting: PollResponder?
+        /// A WebSocket offered for an upgrade.
+        var probe: EngineWire?
+        /// Bytes queued for the client: past `limits.outbound_queue_bytes` it is a slow consumer.
+        var queuedBytes = 0
+        /// While a POST is handled, the waiting GET's answer is held here until the POST's `ok` is written.
+        var holding = false
+        var heldAnswer: (PollResponder, GatewayResponse)?
+        /// A POST that arrived while a namespace awaits a backend call: handled once reads resume.
+        var heldPost: ([UInt8], PollResponder)?
+    }
 
     init(
         sid: String,
@@ -122,7 +130,9 @@ final class EngineConnection {
             pingTimeout: TimeAmount(settings.pingTimeout),
             maxPayload: settings.maxPayload
         )
-        (self.sid, self.eventLoop, self.gateway, self.head, self.remoteAddress) = (sid, eventLoop, gateway, head, remoteAddress)
+        (self.eventLoop, self.gateway, self.remoteAddress) = (eventLoop, gateway, remoteAddress)
+        self.polling = transport == .polling ? Polling() : nil
+        self.handshake = Handshake(head, gateway)
         self.engine = EngineSession.open(sid: sid, transport: transport, configuration: configuration, now: now).session
         self.socket = SocketIOSession(
             configuration: .init(connectTimeout: TimeAmount(settings.connectTimeout), connectionStateRecovery: settings.recoveryWindow != nil),
@@ -157,7 +167,7 @@ final class EngineConnection {
     func poll(_ responder: PollResponder) {
         let actions = self.engine.poll()
         if actions.isEmpty {
-            self.waitingPoll = responder
+            self.polling?.waiting = responder  // never empty for a session opened on a WebSocket
             return
         }
         self.run(actions, current: responder)
@@ -165,8 +175,8 @@ final class EngineConnection {
 
     /// The waiting GET's connection closed before its answer.
     func pollAborted(_ id: UInt64) {
-        guard self.waitingPoll?.id == id else { return }
-        self.waitingPoll = nil
+        guard let polling, polling.waiting?.id == id else { return }
+        polling.waiting = nil
         self.run(self.engine.pollAborted(), current: nil)
     }
 
@@ -177,22 +187,25 @@ final class EngineConnection {
     /// While a namespace awaits a backend call, a POST waits unanswered (held here, one at most) as a WebSocket's
     /// reads pause: the client sends its next POST only after this one's answer, so what it can queue on the node is
     /// bounded by one POST, not by how long the backend takes. A second POST meanwhile is a protocol error.
+    ///
+    /// A session opened on a WebSocket refuses a POST at once (``EngineSession/post(_:now:)``).
     func post(_ body: [UInt8], _ responder: PollResponder) {
+        guard let polling else { return self.run(self.engine.post(body, now: .now()), current: responder) }
         if self.readsHeld > 0 {
-            guard self.heldPost == nil else {
+            guard polling.heldPost == nil else {
                 responder.respond(SocketIOHTTP.badRequest)
                 return self.close()
             }
-            self.heldPost = (body, responder)
+            polling.heldPost = (body, responder)
             return
         }
         var current: PollResponder? = responder
-        self.holdingPolls = true
+        polling.holding = true
         self.run(self.engine.post(body, now: .now()), current: &current)
-        self.holdingPolls = false
+        polling.holding = false
         guard let current else { return }
-        guard let (waiting, answer) = self.heldAnswer else { return current.respond(SocketIOHTTP.ok) }
-        self.heldAnswer = nil
+        guard let (waiting, answer) = polling.heldAnswer else { return current.respond(SocketIOHTTP.ok) }
+        polling.heldAnswer = nil
         current.respond(SocketIOHTTP.ok) { waiting.respond(answer) }
     }
 
@@ -203,35 +216,35 @@ final class EngineConnection {
             wire.close()
             return
         }
-        self.probe = wire
+        self.polling?.probe = wire  // only a session opened on polling can be offered one
     }
 
     func received(_ message: EngineMessage, from wire: EngineWire) {
         guard self.isCurrent(wire) else { return }
-        for namespace in self.namespaces.values { namespace.connection.heard(now: .now()) }
+        for namespace in self.namespaces { namespace.connection.heard(now: .now()) }
         switch message {
         case .text(let text): self.run(self.engine.receive(webSocketText: text, now: .now()), current: nil)
         case .binary(let bytes): self.run(self.engine.receive(webSocketBinary: bytes, now: .now()), current: nil)
         }
-        if self.engine.transport == .webSocket, self.webSocket == nil, let probe {
+        if self.engine.transport == .webSocket, self.webSocket == nil, let polling, let probe = polling.probe {
             // The upgrade completed (`5`): from now on everything goes over the WebSocket.
-            (self.webSocket, self.probe) = (probe, nil)
-            for namespace in self.namespaces.values { namespace.connection.encoding = self.gateway.socketIOEncoding(namespace.name, .webSocket) }
+            (self.webSocket, polling.probe) = (probe, nil)
+            for namespace in self.namespaces { namespace.connection.encoding = self.gateway.socketIOEncoding(namespace.name, .webSocket) }
         }
     }
 
     func webSocketClosed(_ wire: EngineWire) {
         guard self.isCurrent(wire) else { return }
-        if self.probe?.identity == wire.identity { self.probe = nil }
+        if let polling, polling.probe?.identity == wire.identity { polling.probe = nil }
         self.run(self.engine.webSocketClosed(), current: nil)
     }
 
     func webSocketUnwritable() {
-        for namespace in self.namespaces.values { namespace.connection.writabilityLost() }
+        for namespace in self.namespaces { namespace.connection.writabilityLost() }
     }
 
     private func isCurrent(_ wire: EngineWire) -> Bool {
-        self.webSocket?.identity == wire.identity || self.probe?.identity == wire.identity
+        self.webSocket?.identity == wire.identity || self.polling?.probe?.identity == wire.identity
     }
 
     func tick(now: NIODeadline) {
@@ -240,7 +253,7 @@ final class EngineConnection {
         if let due = self.nextHeartbeatEvent, now >= due, let interval = self.gateway.configuration.socketIO.heartbeatEventInterval {
             self.nextHeartbeatEvent = now + TimeAmount(interval)
             let beat = SocketValue.object([.init("timestamp", .number(String(self.gateway.wallClock())))])
-            for name in self.namespaces.keys.sorted() { self.runSocket(self.socket.emit("heartbeat", [beat], namespace: name).actions) }
+            for name in self.namespaces.map(\.name).sorted() { self.runSocket(self.socket.emit("heartbeat", [beat], namespace: name).actions) }
         }
     }
 
@@ -261,12 +274,12 @@ final class EngineConnection {
         for action in actions {
             switch action {
             case .answerPoll(let body):
-                self.pollQueuedBytes = 0
                 var response = GatewayResponse(.ok, body: body)
                 response.headers = [("Content-Type", "text/plain; charset=UTF-8")]
-                if let waiting = self.waitingPoll {
-                    self.waitingPoll = nil
-                    if self.holdingPolls, current != nil { self.heldAnswer = (waiting, response) } else { waiting.respond(response) }
+                self.polling?.queuedBytes = 0
+                if let polling, let waiting = polling.waiting {
+                    polling.waiting = nil
+                    if polling.holding, current != nil { polling.heldAnswer = (waiting, response) } else { waiting.respond(response) }
                 } else {
                     current?.respond(response)
                     current = nil
@@ -275,7 +288,7 @@ final class EngineConnection {
                 current?.respond(SocketIOHTTP.error(error))
                 current = nil
             case .send(let packets):
-                guard let wire = self.webSocket ?? self.probe else { continue }
+                guard let wire = self.webSocket ?? self.polling?.probe else { continue }
                 for packet in packets {
                     let allocator = ByteBufferAllocator()
                     let frame =
@@ -300,20 +313,21 @@ final class EngineConnection {
                 }
                 wire.flush()
             case .closeProbe:
-                self.probe?.close()
-                self.probe = nil
+                self.polling?.probe?.close()
+                self.polling?.probe = nil
             case .deliver(let message):
                 self.runSocket(self.socket.receive(message))
             case .close(let reason):
                 self.gateway.engines.remove(self)
-                if let (_, held) = self.heldPost {
-                    self.heldPost = nil
+                if let polling, let (_, held) = polling.heldPost {
+                    polling.heldPost = nil
                     held.respond(SocketIOHTTP.unknownSession)
                 }
                 self.runSocket(self.socket.engineClosed(reason))
                 self.webSocket?.close()
-                self.probe?.close()
-                (self.webSocket, self.probe) = (nil, nil)
+                self.polling?.probe?.close()
+                self.webSocket = nil
+                self.polling?.probe = nil
             }
         }
     }
@@ -328,11 +342,12 @@ final class EngineConnection {
             case .authorize(let namespace, let auth, let recovery):
                 self.admit(namespace, auth: auth?.objectValue, recovery: recovery)
             case .event(let namespace, let name, let arguments, let ackID):
-                self.namespaces[namespace]?.received(name, arguments, ackID: ackID)
+                self.namespaces.first(where: { $0.name == namespace })?.received(name, arguments, ackID: ackID)
             case .ack:
                 break  // the gateway emits nothing that asks for an ack
             case .disconnected(let namespace, let reason):
-                guard let joined = self.namespaces.removeValue(forKey: namespace) else { continue }
+                guard let index = self.namespaces.firstIndex(where: { $0.name == namespace }) else { continue }
+                let joined = self.namespaces.remove(at: index)
                 let clean = reason == "client namespace disconnect" || reason == "transport close"
                 // As in the reference server, only the client's own DISCONNECT ends a socket for good.
                 joined.recoverable = reason != "client namespace disconnect"
@@ -346,6 +361,44 @@ final class EngineConnection {
     }
 
     // MARK: Namespaces
+
+    /// What the namespaces' admissions read of the handshake request. The request itself is kept only for a
+    /// `$connect` integration (its event carries every header and the query): its headers hold the parser's spare
+    /// capacity and strings, most of a KiB per session.
+    private struct Handshake {
+        let userAgent: String
+        let host: String
+        /// What most handshakes lack: boxed, and only made when one is there (56 bytes a session otherwise).
+        private let rare: Rare?
+
+        private final class Rare {
+            /// The `userId` query parameter.
+            let userId: String?
+            let token: Result<String?, Admission.TokenProblem>
+            let head: HTTPRequestHead?
+
+            init(userId: String?, token: Result<String?, Admission.TokenProblem>, head: HTTPRequestHead?) {
+                (self.userId, self.token, self.head) = (userId, token, head)
+            }
+        }
+
+        init(_ head: HTTPRequestHead, _ gateway: GatewayContext) {
+            self.userAgent = head.headers.first(name: "user-agent") ?? ""
+            self.host = head.headers.first(name: "host") ?? "localhost"
+            let userId = RequestTarget(head.uri).query["userId"]
+            let integration = gateway.configuration.routes.integration(for: RouteTable.connectKey) != nil
+            switch (userId, Admission.token(head), integration) {
+            case (nil, .success(nil), false): self.rare = nil
+            case (_, let token, _): self.rare = Rare(userId: userId, token: token, head: integration ? head : nil)
+            }
+        }
+
+        var userId: String? { self.rare?.userId }
+        var token: Result<String?, Admission.TokenProblem> { self.rare?.token ?? .success(nil) }
+        /// The request when a `$connect` integration reads it; otherwise one shared empty head, which nothing reads.
+        var head: HTTPRequestHead { self.rare?.head ?? Self.unread }
+        private static let unread = HTTPRequestHead(version: .http1_1, method: .GET, uri: "")
+    }
 
     /// What a reconnecting socket resumes: the session its `pid` left, and the client's last offset.
     private struct Restoring {
@@ -382,9 +435,8 @@ final class EngineConnection {
         let id = restoring?.session.sid ?? ConnectionID.random()
         // The reply repeats a restored socket's `pid`: that is what tells socket.io-client it recovered.
         let pid = restoring?.pid ?? (gateway.configuration.socketIO.recoveryWindow == nil ? nil : SocketIORecovery.newPID(for: id))
-        let query = RequestTarget(self.head.uri).query
         var userId = restoring?.session.userId ?? id.rawValue
-        if let requested = auth?["userId"]?.stringValue ?? query["userId"] {
+        if let requested = auth?["userId"]?.stringValue ?? self.handshake.userId {
             if let problem = Name.problem(with: requested, field: "userId") { return refuse(problem) }
             userId = requested
         }
@@ -393,7 +445,7 @@ final class EngineConnection {
             guard let string = given.stringValue else { return refuse("Unauthorized: auth.token must be a string") }
             token = string
         } else {
-            switch Admission.token(self.head) {
+            switch self.handshake.token {
             case .success(let found): token = found
             case .failure(let problem): return refuse(problem.message)
             }
@@ -406,9 +458,9 @@ final class EngineConnection {
             userId: userId,
             connectedAt: gateway.wallClock(),
             sourceIp: self.remoteAddress?.ipAddress ?? "",
-            userAgent: self.head.headers.first(name: "user-agent") ?? "",
+            userAgent: self.handshake.userAgent,
             stage: nil,
-            domainName: self.head.headers.first(name: "host") ?? "localhost",
+            domainName: self.handshake.host,
             recoverable: pid.map { ConnectionInfo.Recoverable(pid: $0, namespace: namespace) }
         )
         let candidate = Admission.Candidate(info: info, token: token, subprotocol: nil, lease: lease)
@@ -441,7 +493,7 @@ final class EngineConnection {
         } catch {
             return finish(.failure(error))
         }
-        let head = self.head
+        let head = self.handshake.head
         self.eventLoop.makeFutureWithTask { try await Admission.authorize(candidate, head: head, gateway: gateway) }.assumeIsolated()
             .whenComplete(finish)
     }
@@ -459,7 +511,7 @@ final class EngineConnection {
             encoding: self.gateway.socketIOEncoding(namespace, self.transport)
         )
         let joined = SocketIONamespace(namespace, engine: self, connection: connection)
-        self.namespaces[namespace] = joined
+        self.namespaces.append(joined)
         self.runSocket(self.socket.decide(namespace, .accept(sid: info.id.rawValue, pid: info.recoverable?.pid)))
         connection.start(joined, active: true, metadata: ["transport": "socket.io", "namespace": "\(namespace)"])
         if let restoring {
@@ -478,8 +530,8 @@ final class EngineConnection {
     /// The server ends a namespace's connection (`DELETE @connections`, token expiry, idle): DISCONNECT, then
     /// `$disconnect`.
     func disconnect(_ namespace: SocketIONamespace, _ status: ConnectionStateMachine.CloseStatus) {
-        guard self.namespaces[namespace.name] === namespace else { return }
-        self.namespaces.removeValue(forKey: namespace.name)
+        guard let index = self.namespaces.firstIndex(where: { $0 === namespace }) else { return }
+        self.namespaces.remove(at: index)
         // The node going away (the drain) or a reconnect taking the socket over: the client may recover it elsewhere.
         namespace.recoverable = status.code == CloseCode.goingAway
         self.runSocket(self.socket.disconnect(namespace: namespace.name))
@@ -496,26 +548,26 @@ final class EngineConnection {
             return
         }
         // Polling: the encoding made payload records; they queue in the session (or answer the waiting GET).
-        self.pollQueuedBytes += encoded.readableBytes
+        self.polling?.queuedBytes += encoded.readableBytes
         if let packets = try? EnginePacket.decodePayload(Array(encoded.readableBytesView), maxPayload: .max) {
             for case .message(let message) in packets { self.run(self.engine.send(message), current: nil) }
         }
         promise?.succeed()
-        if self.pollQueuedBytes > self.gateway.configuration.outboundQueueBytes { self.webSocketUnwritable() }
+        if self.queuedBytes > self.gateway.configuration.outboundQueueBytes { self.webSocketUnwritable() }
     }
 
     func flush() {
         self.webSocket?.flush()
     }
 
-    var queuedBytes: Int { self.webSocket == nil ? self.pollQueuedBytes : 0 }
-    var isWritable: Bool { self.webSocket?.isWritable ?? (self.pollQueuedBytes <= self.gateway.configuration.outboundQueueBytes) }
+    var queuedBytes: Int { self.webSocket == nil ? self.polling?.queuedBytes ?? 0 : 0 }
+    var isWritable: Bool { self.webSocket?.isWritable ?? (self.queuedBytes <= self.gateway.configuration.outboundQueueBytes) }
 
     func setReading(_ on: Bool) {
         self.readsHeld = max(0, self.readsHeld + (on ? -1 : 1))
         if (on && self.readsHeld == 0) || (!on && self.readsHeld == 1) { self.webSocket?.setReading(on) }
-        if on, self.readsHeld == 0, let (body, responder) = self.heldPost {
-            self.heldPost = nil
+        if on, self.readsHeld == 0, let polling, let (body, responder) = polling.heldPost {
+            polling.heldPost = nil
             self.post(body, responder)
         }
     }

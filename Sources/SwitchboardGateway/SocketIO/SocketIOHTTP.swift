@@ -214,7 +214,8 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     typealias OutboundOut = ByteBuffer
 
     private let gateway: GatewayContext
-    private let head: HTTPRequestHead
+    /// The upgrade request, until the session it opens takes what it keeps of it (a head holds most of a KiB).
+    private var head: HTTPRequestHead?
     /// The session's id: given by an upgrade, made here for a session opened on this WebSocket.
     private var sid: String?
     private var session: WebSocketSession
@@ -239,6 +240,8 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        guard let head = self.head else { return }
+        self.head = nil
         self.context = context
         self.wire = (try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)) ?? context
         guard let engineWire else { return }
@@ -264,7 +267,7 @@ final class SocketIOWebSocketHandler: ChannelInboundHandler, RemovableChannelHan
         let session = EngineConnection(
             sid: sid,
             transport: .webSocket,
-            head: self.head,
+            head: head,
             remoteAddress: context.channel.remoteAddress,
             gateway: self.gateway,
             eventLoop: context.eventLoop,

@@ -74,8 +74,12 @@ public struct SocketIOSession: Sendable {
         case joined(sid: String)
     }
 
-    public let configuration: Configuration
-    private var namespaces: [String: Membership] = [:]
+    /// ``Configuration/connectionStateRecovery``: the one setting read after `init`; the session is in every
+    /// Socket.IO connection, so it keeps no copy of the rest.
+    private let connectionStateRecovery: Bool
+    /// The namespaces asked for, in order: a handful at most (usually one), so an array, which is smaller than a
+    /// dictionary and as quick to search. Read and written through ``subscript(membership:)``.
+    private var namespaces: [(name: String, membership: Membership)] = []
     private var decoder: SocketPacketDecoder
     private var connectDeadline: NIODeadline?
     private var nextAckID = 0
@@ -83,14 +87,27 @@ public struct SocketIOSession: Sendable {
 
     /// Starts with the Engine.IO session; the connect timeout runs from `now`.
     public init(configuration: Configuration, now: NIODeadline) {
-        self.configuration = configuration
+        self.connectionStateRecovery = configuration.connectionStateRecovery
         self.decoder = SocketPacketDecoder(maxAttachments: configuration.maxAttachments)
         self.connectDeadline = now + configuration.connectTimeout
     }
 
+    private subscript(membership namespace: String) -> Membership? {
+        get { self.namespaces.first { $0.name == namespace }?.membership }
+        set {
+            let index = self.namespaces.firstIndex { $0.name == namespace }
+            switch (index, newValue) {
+            case (let index?, let membership?): self.namespaces[index].membership = membership
+            case (let index?, nil): self.namespaces.remove(at: index)
+            case (nil, let membership?): self.namespaces.append((namespace, membership))
+            case (nil, nil): break
+            }
+        }
+    }
+
     /// The client's id in `namespace`, once joined.
     public func sid(in namespace: String) -> String? {
-        if case .joined(let sid)? = self.namespaces[namespace] { return sid }
+        if case .joined(let sid)? = self[membership: namespace] { return sid }
         return nil
     }
 
@@ -108,12 +125,12 @@ public struct SocketIOSession: Sendable {
         }
         guard let packet else { return [] }
         let namespace = packet.namespace
-        switch (packet.kind, self.namespaces[namespace]) {
+        switch (packet.kind, self[membership: namespace]) {
         case (.connect, nil):
-            self.namespaces[namespace] = .pending
+            self[membership: namespace] = .pending
             let auth = packet.data?.json
             var recovery: Recovery?
-            if self.configuration.connectionStateRecovery, let pid = auth?.objectValue?["pid"]?.stringValue,
+            if self.connectionStateRecovery, let pid = auth?.objectValue?["pid"]?.stringValue,
                 let offset = auth?.objectValue?["offset"]?.stringValue
             {
                 recovery = Recovery(pid: pid, offset: offset)
@@ -124,7 +141,7 @@ public struct SocketIOSession: Sendable {
         case (.ack, .joined?):
             return [.ack(namespace: namespace, ackID: packet.ackID ?? 0, arguments: packet.arguments)]
         case (.disconnect, .joined?):
-            self.namespaces[namespace] = nil
+            self[membership: namespace] = nil
             return [.disconnected(namespace: namespace, reason: "client namespace disconnect")]
         default:
             return self.fail(.invalidState("\(packet.kind) for namespace \(namespace), which the client has not joined"), reason: "forced close")
@@ -133,16 +150,16 @@ public struct SocketIOSession: Sendable {
 
     /// The caller's decision on a CONNECT announced by ``Action/authorize(namespace:auth:recovery:)``.
     public mutating func decide(_ namespace: String, _ decision: ConnectDecision) -> [Action] {
-        guard !self.isClosed, case .pending? = self.namespaces[namespace] else { return [] }
+        guard !self.isClosed, case .pending? = self[membership: namespace] else { return [] }
         switch decision {
         case .accept(let sid, let pid):
-            self.namespaces[namespace] = .joined(sid: sid)
+            self[membership: namespace] = .joined(sid: sid)
             self.connectDeadline = nil
             var data: [JSONObject.Member] = [JSONObject.Member("sid", .string(sid))]
             if let pid { data.append(JSONObject.Member("pid", .string(pid))) }
             return [.send(SocketPacket(.connect, namespace: namespace, data: SocketValue(.object(JSONObject(data)))).encode())]
         case .refuse(let message, let extra):
-            self.namespaces[namespace] = nil
+            self[membership: namespace] = nil
             var data: [JSONObject.Member] = [JSONObject.Member("message", .string(message))]
             if let extra { data.append(JSONObject.Member("data", extra)) }
             return [.send(SocketPacket(.connectError, namespace: namespace, data: SocketValue(.object(JSONObject(data)))).encode())]
@@ -185,7 +202,7 @@ public struct SocketIOSession: Sendable {
     /// The server removes the client from a namespace; the connection stays open.
     public mutating func disconnect(namespace: String) -> [Action] {
         guard !self.isClosed, self.sid(in: namespace) != nil else { return [] }
-        self.namespaces[namespace] = nil
+        self[membership: namespace] = nil
         return [.send(SocketPacket(.disconnect, namespace: namespace).encode())]
     }
 
@@ -213,7 +230,7 @@ public struct SocketIOSession: Sendable {
             if case .joined = membership { return namespace }
             return nil
         }
-        self.namespaces = [:]
+        self.namespaces = []
         return joined.sorted().map { .disconnected(namespace: $0, reason: reason) }
     }
 }

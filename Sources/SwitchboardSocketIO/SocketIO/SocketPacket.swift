@@ -176,7 +176,14 @@ private func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: 
 public struct SocketPacketDecoder: Sendable {
     /// The most attachments one packet may announce: each is buffered until the last arrives.
     public let maxAttachments: Int
-    private var pending: (header: SocketPacket.Header, attachments: [[UInt8]])?
+    private var pending = Pending.none
+
+    /// A binary packet waiting for its attachments. Indirect, so a decoder (one per session, idle nearly always)
+    /// holds one pointer instead of the ~80 bytes of a packet header.
+    private indirect enum Pending {
+        case none
+        case waiting(SocketPacket.Header, attachments: [[UInt8]])
+    }
 
     public init(maxAttachments: Int) {
         self.maxAttachments = maxAttachments
@@ -189,23 +196,24 @@ public struct SocketPacketDecoder: Sendable {
     public mutating func receive(_ message: EngineMessage) throws(SocketIOError) -> SocketPacket? {
         switch message {
         case .text(let text):
-            guard self.pending == nil else { throw .unexpectedText }
+            guard case .none = self.pending else { throw .unexpectedText }
             let header = try SocketPacket.parse(text, maxAttachments: self.maxAttachments)
             guard header.attachments == 0 else {
-                self.pending = (header, [])
-                self.pending?.attachments.reserveCapacity(header.attachments)
+                var attachments: [[UInt8]] = []
+                attachments.reserveCapacity(header.attachments)
+                self.pending = .waiting(header, attachments: attachments)
                 return nil
             }
             return try Self.complete(header, attachments: [])
         case .binary(let bytes):
-            guard var pending = self.pending else { throw .unexpectedBinary }
-            self.pending = nil  // the one reference left, so the append does not copy
-            pending.attachments.append(bytes)
-            guard pending.attachments.count == pending.header.attachments else {
-                self.pending = pending
+            guard case .waiting(let header, var attachments) = self.pending else { throw .unexpectedBinary }
+            self.pending = .none  // the one reference left, so the append does not copy
+            attachments.append(bytes)
+            guard attachments.count == header.attachments else {
+                self.pending = .waiting(header, attachments: attachments)
                 return nil
             }
-            return try Self.complete(pending.header, attachments: pending.attachments)
+            return try Self.complete(header, attachments: attachments)
         }
     }
 
