@@ -53,13 +53,20 @@ struct EngineWire: Sendable {
         }
     }
 
+    /// Once per member of every fan-out: on the socket's own loop it writes without making a closure.
     func write(_ bytes: ByteBuffer, flush: Bool) {
-        if case .remote(let remote) = self.socket { return remote.write(bytes, flush: flush) }
-        self.run { $0.writeRaw(bytes, flush: flush) }
+        switch self.socket {
+        case .remote(let remote): remote.write(bytes, flush: flush)
+        case .local(let handler, _) where handler.eventLoop.inEventLoop: handler.value.writeRaw(bytes, flush: flush)
+        case .local: self.run { $0.writeRaw(bytes, flush: flush) }
+        }
     }
     func flush() {
-        if case .remote(let remote) = self.socket { return remote.flush() }
-        self.run { $0.flushRaw() }
+        switch self.socket {
+        case .remote(let remote): remote.flush()
+        case .local(let handler, _) where handler.eventLoop.inEventLoop: handler.value.flushRaw()
+        case .local: self.run { $0.flushRaw() }
+        }
     }
     func close() {
         if case .remote(let remote) = self.socket { return remote.close() }
