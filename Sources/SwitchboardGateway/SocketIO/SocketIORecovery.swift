@@ -167,16 +167,18 @@ enum SocketIORecovery {
 
     /// The offset of `room`'s last kept message older than `since` (by its `timestamp`): the replay starts after
     /// it. Steps back from the newest message, four times further each time, then reads forward: O(log n) reads to
-    /// find the start, then the pages up to it, all within what the room keeps.
+    /// find the start, then the pages up to it, all within what the room keeps. Offsets come from Redis: each is
+    /// checked before arithmetic, and a page that does not move forward ends the search.
     static func lastBefore(_ since: Int64, in room: RoomID, broker: any Broker) async -> Int64 {
         let last = await broker.lastOffset(of: room)
+        guard last > 0 else { return 0 }
         var (back, start): (Int64, Int64) = (16, max(0, last - 16))
         search: while start > 0 {
             switch await broker.history(of: room, after: start, limit: 1) {
             case .messages(let entries):
                 guard let entry = entries.first, let timestamp = Self.timestamp(of: entry), timestamp >= since else { break search }
             case .lost(let oldest):
-                start = max(0, min(start, oldest - 1))
+                start = min(start, max(oldest, 1) - 1)
                 break search
             case .unavailable:
                 return last
@@ -186,10 +188,10 @@ enum SocketIORecovery {
         }
         var after = start
         while after < last {
-            guard case .messages(let entries) = await broker.history(of: room, after: after, limit: 100), let newest = entries.last else {
-                return after
-            }
-            if let first = entries.first(where: { (Self.timestamp(of: $0) ?? .max) >= since }) { return first.offset - 1 }
+            guard case .messages(let entries) = await broker.history(of: room, after: after, limit: 100), let newest = entries.last,
+                newest.offset > after
+            else { return after }
+            if let first = entries.first(where: { (Self.timestamp(of: $0) ?? .max) >= since }) { return max(first.offset, 1) - 1 }
             after = newest.offset
         }
         return last
