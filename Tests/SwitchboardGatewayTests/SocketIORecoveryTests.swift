@@ -7,12 +7,9 @@ import Testing
 /// Where a recovered socket's rooms resume, on the real in-memory broker, and what a broker answering nonsense (a
 /// Redis that lost or mangled its data) makes of it: never a trap, never a loop.
 @Suite struct SocketIORecoveryTests {
-    final class Sink: LocalDelivery {
-        func deliver(_ frame: OutboundFrame, to audience: Audience) {}
-        func perform(_ command: ConnectionCommand, on connection: ConnectionID) {}
-        func deliverDirect(_ frame: OutboundFrame, to connection: ConnectionID) async -> DirectDelivery { .notHere }
-        func count(_ audience: Audience) async -> Int { 0 }
-        func lastActive(_ ids: [ConnectionID]) async -> [ConnectionID: Int64] { [:] }
+    /// The in-memory broker over a test node's hub, keeping enough history for the searches below.
+    func broker(keeping messages: Int = 1_000) -> InMemoryBroker {
+        InMemoryBroker(delivering: TestNode().gateway.hub, history: HistoryLimits(messages: messages, age: .seconds(600)))
     }
 
     /// A room with `count` messages, the n-th (from 1) sent at `1_000 + 10 n` ms.
@@ -23,7 +20,7 @@ import Testing
     }
 
     @Test func theReplayOfAnotherRoomStartsAtTheFirstMessageFromTheNamedOnesTime() async {
-        let broker = InMemoryBroker(delivering: Sink(), history: HistoryLimits(messages: 1_000, age: .seconds(600)))
+        let broker = self.broker()
         let long = self.room("long", 500, on: broker)
         // 1,000 + 10 n >= 3,005 from n = 201 on: the replay starts after 200, whatever the step back found first.
         #expect(await SocketIORecovery.lastBefore(3_005, in: long, broker: broker) == 200)
@@ -57,7 +54,7 @@ import Testing
         (500, .messages([HistoryEntry(offset: 3, frame: .text(["timestamp": 1]))])),  // never moves forward
     ])
     func nonsenseFromTheBrokerEndsTheSearch(last: Int64, history: RoomHistory) async {
-        let broker = Nonsense(inner: InMemoryBroker(delivering: Sink()), last: last, history: history)
+        let broker = Nonsense(inner: self.broker(), last: last, history: history)
         let after = await SocketIORecovery.lastBefore(2, in: RoomID("r")!, broker: broker)
         #expect(after >= 0)
     }

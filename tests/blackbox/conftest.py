@@ -189,3 +189,37 @@ def cluster(start_server, redis):
         return [start_server("--redis-url", redis.url, "--node-id", f"node{i}", "--redis-ttl", "3s",
                              "--management-access-keys", f"{KEY_ID}={SECRET}", "--management-bearer-token", TOKEN, *extra) for i in range(count)]
     return start
+
+
+@pytest.fixture
+def haproxy(tmp_path):
+    """`start(node1, node2)`: the tested deploy/haproxy/haproxy.cfg (round robin, no stickiness) in front of two
+    nodes; returns its port."""
+    from helpers import eventually
+
+    proxies = []
+
+    def serving(port):
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).status == 200
+        except OSError:
+            return False
+
+    def start(*nodes):
+        port = free_port()
+        config = (ROOT / "deploy/haproxy/haproxy.cfg").read_text()
+        config = config.replace("bind *:8080", f"bind 127.0.0.1:{port}").replace("node1:8080", f"127.0.0.1:{nodes[0].port}") \
+            .replace("node2:8080", f"127.0.0.1:{nodes[1].port}").replace("stats socket", "# stats socket")
+        assert "balance roundrobin" in config and "stick-table" not in config and "cookie" not in config  # no stickiness
+        (tmp_path / "haproxy.cfg").write_text(config)
+        proxy = subprocess.Popen(["haproxy", "-f", str(tmp_path / "haproxy.cfg"), "-db"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        proxies.append(proxy)
+        wait_for_port(port)
+        eventually(lambda: serving(port), message="haproxy serving")
+        return port
+
+    yield start
+    for proxy in proxies:
+        proxy.send_signal(signal.SIGKILL)
+        proxy.wait(timeout=10)

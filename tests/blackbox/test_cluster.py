@@ -1,15 +1,12 @@
 """Several gateway nodes over a real redis-server (and haproxy in front), as a cluster runs in production."""
 import signal
-import subprocess
-import urllib.error
-import urllib.request
 
 import boto3
 import pytest
 from websockets.sync.client import connect
 
 from backend import Backend
-from conftest import KEY_ID, SECRET, Redis, api, free_port, wait_for_port
+from conftest import KEY_ID, SECRET, Redis, api
 from helpers import assert_quiet, eventually, recv_json, recv_until, send_json
 
 
@@ -130,45 +127,22 @@ def test_redis_restart_degrades_then_recovers(cluster, redis):
             restarted.stop()
 
 
-def test_haproxy_in_front_of_two_nodes(cluster, tmp_path):
+def test_haproxy_in_front_of_two_nodes(cluster, haproxy):
     a, b = cluster()
-    port = free_port()
-    config = (Path_root() / "deploy/haproxy/haproxy.cfg").read_text()
-    config = config.replace("bind *:8080", f"bind 127.0.0.1:{port}").replace("node1:8080", f"127.0.0.1:{a.port}") \
-        .replace("node2:8080", f"127.0.0.1:{b.port}").replace("stats socket", "# stats socket")
-    (tmp_path / "haproxy.cfg").write_text(config)
-    proxy = subprocess.Popen(["haproxy", "-f", str(tmp_path / "haproxy.cfg"), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = haproxy(a, b)
+    clients = [connect(f"ws://127.0.0.1:{port}/ws?userId=c{i}") for i in range(6)]
     try:
-        wait_for_port(port)
-        eventually(lambda: health_through(port), message="haproxy serving")
-        clients = [connect(f"ws://127.0.0.1:{port}/ws?userId=c{i}") for i in range(6)]
-        try:
-            for ws in clients:
-                send_json(ws, action="joinRoom", roomId="everyone")
-                recv_until(ws, "joinedRoom")
-            counts = [a.http("/health/websocket")[1]["connections"], b.http("/health/websocket")[1]["connections"]]
-            assert counts[0] > 0 and counts[1] > 0 and sum(counts) == 6  # spread, no stickiness needed
-            send_json(clients[0], action="sendMessage", roomId="everyone", message="through haproxy")
-            for ws in clients:
-                assert recv_until(ws, "message")["message"] == "through haproxy"
-        finally:
-            for ws in clients:
-                ws.close()
+        for ws in clients:
+            send_json(ws, action="joinRoom", roomId="everyone")
+            recv_until(ws, "joinedRoom")
+        counts = [a.http("/health/websocket")[1]["connections"], b.http("/health/websocket")[1]["connections"]]
+        assert counts[0] > 0 and counts[1] > 0 and sum(counts) == 6  # spread, no stickiness needed
+        send_json(clients[0], action="sendMessage", roomId="everyone", message="through haproxy")
+        for ws in clients:
+            assert recv_until(ws, "message")["message"] == "through haproxy"
     finally:
-        proxy.send_signal(signal.SIGKILL)
-        proxy.wait(timeout=10)
-
-
-def health_through(port):
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).status == 200
-    except OSError:
-        return False
-
-
-def Path_root():
-    from pathlib import Path
-    return Path(__file__).resolve().parents[2]
+        for ws in clients:
+            ws.close()
 
 
 def test_history_is_shared_through_redis_streams(cluster, redis):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port
-from test_socketio_cluster import haproxy, subscribed  # noqa: F401 (haproxy is a fixture)
+from test_socketio_cluster import subscribed
 from test_socketio_recovery import Native
 
 BUNDLE = next(Path(__file__).resolve().parents[2].glob(".venv/lib/python3*/site-packages/nicegui/static/socket.io.min.js"), None)
@@ -126,7 +126,7 @@ def test_socket_io_client_in_chromium_upgrades_shares_a_room_and_recovers_after_
     asyncio.run(scenario())
 
 
-def test_socket_io_client_recovers_on_the_survivor_when_its_node_is_killed(redis, cluster, haproxy, browser, page):  # noqa: F811
+def test_socket_io_client_recovers_on_the_survivor_when_its_node_is_killed(redis, cluster, haproxy, browser, page):
     nodes = cluster(2, *RECOVERY)
     subscribed(redis)
     port = haproxy(*nodes)

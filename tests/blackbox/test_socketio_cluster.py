@@ -5,22 +5,19 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 import socketio
 import websockets
 
 from backend import Backend
-from conftest import TOKEN, free_port, wait_for_port
+from conftest import TOKEN
 from helpers import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = ("--socketio-ping-interval", "1s", "--socketio-ping-timeout", "1s")
 
 
@@ -29,37 +26,6 @@ def backend():
     server = Backend()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def haproxy(tmp_path):
-    proxies = []
-
-    def start(*nodes):
-        port = free_port()
-        config = (ROOT / "deploy/haproxy/haproxy.cfg").read_text()
-        config = config.replace("bind *:8080", f"bind 127.0.0.1:{port}").replace("node1:8080", f"127.0.0.1:{nodes[0].port}") \
-            .replace("node2:8080", f"127.0.0.1:{nodes[1].port}").replace("stats socket", "# stats socket")
-        assert "balance roundrobin" in config and "stick-table" not in config and "cookie" not in config  # no stickiness
-        (tmp_path / "haproxy.cfg").write_text(config)
-        proxy = subprocess.Popen(["haproxy", "-f", str(tmp_path / "haproxy.cfg"), "-db"], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        proxies.append(proxy)
-        wait_for_port(port)
-        eventually(lambda: health(port), message="haproxy serving")
-        return port
-
-    yield start
-    for proxy in proxies:
-        proxy.send_signal(signal.SIGKILL)
-        proxy.wait(timeout=10)
-
-
-def health(port):
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).status == 200
-    except OSError:
-        return False
 
 
 def request(port, method, sid=None, body=None, timeout=10, headers=None):
@@ -98,6 +64,17 @@ def handshake(port):
     status, body = request(port, "GET")
     assert status == 200 and body.startswith("0"), body
     return json.loads(body[1:])["sid"]
+
+
+def upgraded(node, sid):
+    """A WebSocket on `node` that probed and completed the session's upgrade (`2probe`, `3probe`, `5`)."""
+    from websockets.sync.client import connect as ws_connect
+
+    ws = ws_connect(f"ws://127.0.0.1:{node.port}/socket.io/?EIO=4&transport=websocket&sid={sid}")
+    ws.send("2probe")
+    assert ws.recv(timeout=5) == "3probe"
+    ws.send("5")
+    return ws
 
 
 def records(body):
@@ -227,11 +204,7 @@ def test_upgrade_on_the_other_node_is_relayed(redis, cluster):
     sid = handshake(a.port)
     assert request(b.port, "POST", sid, "40") == (200, "ok")
     assert request(a.port, "GET", sid)[0] == 200
-    from websockets.sync.client import connect as ws_connect
-    with ws_connect(f"ws://127.0.0.1:{b.port}/socket.io/?EIO=4&transport=websocket&sid={sid}") as ws:
-        ws.send("2probe")
-        assert ws.recv(timeout=5) == "3probe"
-        ws.send("5")
+    with upgraded(b, sid) as ws:
         ws.send('421["ping"]')
         assert ws.recv(timeout=5).startswith('431[{"action":"pong"')
         # Polling is over for this session, on either node.
@@ -250,11 +223,7 @@ def test_owner_killed_relayed_websocket_closes(redis, cluster):
     sid = handshake(a.port)
     assert request(b.port, "POST", sid, "40") == (200, "ok")
     assert request(a.port, "GET", sid)[0] == 200
-    from websockets.sync.client import connect as ws_connect
-    with ws_connect(f"ws://127.0.0.1:{b.port}/socket.io/?EIO=4&transport=websocket&sid={sid}") as ws:
-        ws.send("2probe")
-        assert ws.recv(timeout=5) == "3probe"
-        ws.send("5")
+    with upgraded(b, sid) as ws:
         assert ws.recv(timeout=5) == "2"  # the owner's ping, relayed
         ws.send("3")
         a.signal(signal.SIGKILL)

@@ -193,7 +193,10 @@ def test_another_users_reconnect_cannot_take_a_socket(start_server):
     asyncio.run(scenario())
 
 
-def test_recovery_on_another_node(redis, cluster):
+@pytest.mark.parametrize("ending", ["dropped", "drained"])
+def test_a_socket_recovers_on_another_node(redis, cluster, ending):
+    """Over Redis, on the other node: after its connection dropped, and after a rolling deploy's SIGTERM drained its
+    node (which ends its sockets with "going away")."""
     a, b = cluster(2, *RECOVERY)
     subscribed(redis)
 
@@ -202,8 +205,14 @@ def test_recovery_on_another_node(redis, cluster):
         ws, connect = await joined_socket(a.port, "lobby")
         await native.say("lobby", "m1")
         assert messages(await events(ws, 1)) == [("m1", "1@lobby")]
-        ws.transport.abort()
-        await asyncio.sleep(0.5)
+        if ending == "dropped":
+            ws.transport.abort()
+            await asyncio.sleep(0.5)
+        else:
+            a.signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
         await native.say("lobby", "m2")
         again, reply = await sio(b.port, "40" + json.dumps({"pid": connect["pid"], "offset": "1@lobby"}))
         assert json.loads(reply[2:]) == connect
@@ -242,30 +251,6 @@ def test_a_polling_client_whose_node_is_killed_recovers_on_the_other(redis, clus
         print("recovered after", time.monotonic() - started, "s")
         assert json.loads(got[0][2:]) == connect
         assert json.loads(got[1][2:])[1]["message"] == "m2" and json.loads(got[1][2:])[2] == "2@lobby"
-        await native.ws.close()
-
-    asyncio.run(scenario())
-
-
-def test_a_socket_closed_by_its_node_draining_recovers_on_another(redis, cluster):
-    """A rolling deploy: SIGTERM drains the node, which ends its sockets with "going away"; they recover elsewhere."""
-    a, b = cluster(2, *RECOVERY)
-    subscribed(redis)
-
-    async def scenario():
-        native = await Native.joined(b.port, "lobby")
-        ws, connect = await joined_socket(a.port, "lobby")
-        await native.say("lobby", "m1")
-        assert messages(await events(ws, 1)) == [("m1", "1@lobby")]
-        a.signal(signal.SIGTERM)
-        with pytest.raises(websockets.ConnectionClosed):
-            while True:
-                await asyncio.wait_for(ws.recv(), 10)
-        await native.say("lobby", "m2")
-        again, reply = await sio(b.port, "40" + json.dumps({"pid": connect["pid"], "offset": "1@lobby"}))
-        assert json.loads(reply[2:]) == connect
-        assert messages(await events(again, 1)) == [("m2", "2@lobby")]
-        await again.close()
         await native.ws.close()
 
     asyncio.run(scenario())
