@@ -98,6 +98,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let management: ManagementAPI?
     /// The WebSocket upgrader, re-armed before each request after the first (``rearmUpgrade(context:)``).
     private let upgraders: [any HTTPServerProtocolUpgrader]
+    /// The encoder and the other HTTP handlers an upgrade takes out of the pipeline, once looked up.
+    private var httpHandlers: (encoder: HTTPResponseEncoder, extras: [any RemovableChannelHandler])?
     private var request: HTTPRequestHead?
     /// The current request's target, parsed once at its head.
     private var target: RequestTarget?
@@ -130,17 +132,22 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// send the Engine.IO upgrade's WebSocket request on any pooled connection, after polling requests.
     private func rearmUpgrade(context: ChannelHandlerContext) {
         let pipeline = context.pipeline.syncOperations
-        guard !self.upgraders.isEmpty, (try? pipeline.handler(type: HTTPServerUpgradeHandler.self)) == nil,
-            let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self),
-            let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
-            let pipelining = try? pipeline.handler(type: HTTPServerPipelineHandler.self),
-            let validator = try? pipeline.handler(type: NIOHTTPResponseHeadersValidator.self),
-            let errors = try? pipeline.handler(type: HTTPServerProtocolErrorHandler.self)
-        else { return }
+        guard !self.upgraders.isEmpty, (try? pipeline.handler(type: HTTPServerUpgradeHandler.self)) == nil else { return }
+        if self.httpHandlers == nil {
+            // The connection's HTTP handlers never change: found once, not on every request.
+            guard let encoder = try? pipeline.handler(type: HTTPResponseEncoder.self),
+                let decoder = try? pipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self),
+                let pipelining = try? pipeline.handler(type: HTTPServerPipelineHandler.self),
+                let validator = try? pipeline.handler(type: NIOHTTPResponseHeadersValidator.self),
+                let errors = try? pipeline.handler(type: HTTPServerProtocolErrorHandler.self)
+            else { return }
+            self.httpHandlers = (encoder, [decoder, pipelining, validator, errors])
+        }
+        guard let (encoder, extras) = self.httpHandlers else { return }
         let handler = HTTPServerUpgradeHandler(
             upgraders: self.upgraders,
             httpEncoder: encoder,
-            extraHTTPHandlers: [decoder, pipelining, validator, errors],
+            extraHTTPHandlers: extras,
             upgradeCompletionHandler: { context in context.pipeline.removeHandler(name: HTTPHandler.name, promise: nil) }
         )
         try? pipeline.addHandler(handler, position: .before(self))

@@ -55,27 +55,18 @@ enum SocketIORecovery {
         static let maximumRooms = 100_000
     }
 
-    /// A new private session id for socket `sid`: 120 random bits in the connection id's alphabet, a dot, the
-    /// socket's id (so a reconnect names the socket it resumes, and the gateway can find it while it still runs).
+    /// A new private session id for socket `sid`: two random connection ids' 176 bits (30 characters), a dot, the
+    /// socket's id, so a reconnect names the socket it resumes and the gateway can find it while it still runs.
     static func newPID(for sid: ConnectionID) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
-        var generator = SystemRandomNumberGenerator()
-        var characters: [UInt8] = []
-        for var bits in [generator.next() as UInt64, generator.next() as UInt64] {
-            for _ in 0..<10 {
-                characters.append(alphabet[Int(bits & 63)])
-                bits >>= 6
-            }
-        }
-        return String(decoding: characters, as: UTF8.self) + "." + sid.rawValue
+        String(ConnectionID.random().rawValue.dropLast()) + String(ConnectionID.random().rawValue.dropLast()) + "." + sid.rawValue
     }
 
     /// The socket a `pid` names, or `nil` for one this gateway cannot have made (so what a client sends never
     /// makes an odd or large key).
     static func socket(named pid: String) -> ConnectionID? {
-        guard pid.utf8.count <= 160, let dot = pid.firstIndex(of: "."), pid.distance(from: pid.startIndex, to: dot) == 20,
-            pid[..<dot].utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x7a).contains($0 | 0x20) || $0 == 0x2d || $0 == 0x5f })
-        else { return nil }
+        guard let dot = pid.firstIndex(of: "."), pid.distance(from: pid.startIndex, to: dot) == 30, ConnectionID(pid[..<dot]) != nil else {
+            return nil
+        }
         return ConnectionID(pid[pid.index(after: dot)...])
     }
 
